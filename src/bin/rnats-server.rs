@@ -1,0 +1,218 @@
+//! `rnats-server`: command line compatible with nats-server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use rnats::config::{Options, parse_size};
+use rnats::server::{Server, VERSION, logging};
+
+/// A NATS-compatible message broker.
+#[derive(Parser, Debug)]
+#[command(name = "rnats-server", disable_version_flag = true, allow_negative_numbers = true)]
+struct Cli {
+    /// Bind to host address
+    #[arg(short = 'a', long = "addr", visible_alias = "net", value_name = "HOST")]
+    addr: Option<String>,
+    /// Use port for clients (-1 picks a free port)
+    #[arg(short = 'p', long = "port")]
+    port: Option<i32>,
+    /// Server name (default: the server ID)
+    #[arg(short = 'n', long = "name", visible_alias = "server_name")]
+    name: Option<String>,
+    /// Configuration file
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Test the configuration file and exit
+    #[arg(short = 't')]
+    test_config: bool,
+    /// Use port for HTTP monitoring (-1 picks a free port)
+    #[arg(short = 'm', long = "http_port")]
+    http_port: Option<i32>,
+    /// Use port for HTTPS monitoring
+    #[arg(long = "https_port")]
+    https_port: Option<i32>,
+    /// File to redirect log output
+    #[arg(short = 'l', long = "log", visible_alias = "log_file", value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Timestamp log entries (default: true)
+    #[arg(short = 'T', long = "logtime", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    logtime: Option<bool>,
+    /// Enable debugging output
+    #[arg(short = 'D', long = "debug")]
+    debug: bool,
+    /// Trace the raw protocol
+    #[arg(short = 'V', long = "trace")]
+    trace: bool,
+    /// File to store the process ID
+    #[arg(short = 'P', long = "pid", value_name = "FILE")]
+    pid: Option<PathBuf>,
+    /// Maximum number of bytes in a message payload
+    #[arg(long = "max_payload", value_name = "SIZE")]
+    max_payload: Option<String>,
+    /// Send a signal to a running server: stop|quit|reopen|reload|ldm|term[=<pid>|=<pid file>]
+    #[arg(long = "signal", value_name = "SIGNAL")]
+    signal: Option<String>,
+    /// JetStream is not part of rnats (accepted and ignored with a warning)
+    #[arg(long = "jetstream")]
+    jetstream: bool,
+    /// JetStream storage directory (ignored)
+    #[arg(long = "store_dir", value_name = "DIR")]
+    store_dir: Option<String>,
+    /// Show version
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+}
+
+/// nats-server's Go flag parser accepts `-port`, `-DV`, `-js`, `-ms` and
+/// friends; rewrite them into the forms clap understands.
+fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in args {
+        let (flag, value) = match a.split_once('=') {
+            Some((f, v)) if a.starts_with('-') => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mapped: Option<&[&str]> = match flag.as_str() {
+            "-DV" | "-VD" => Some(&["-D", "-V"]),
+            "-DVV" => Some(&["-D", "-V"]),
+            "-js" => Some(&["--jetstream"]),
+            "-ms" => Some(&["--https_port"]),
+            "-sl" => Some(&["--signal"]),
+            "-sd" => Some(&["--store_dir"]),
+            _ => None,
+        };
+        let push = |out: &mut Vec<String>, f: &str| match &value {
+            Some(v) => out.push(format!("{f}={v}")),
+            None => out.push(f.to_string()),
+        };
+        if let Some(m) = mapped {
+            for f in m {
+                push(&mut out, f);
+            }
+        } else if flag.len() > 2 && flag.starts_with('-') && !flag.starts_with("--")
+            && flag[1..].chars().all(|c| c.is_ascii_alphabetic() || c == '_')
+        {
+            // `-port 4222` → `--port 4222`
+            push(&mut out, &format!("-{flag}"));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    if cli.version {
+        println!("rnats-server: v{VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    if let Some(sig) = &cli.signal {
+        return match rnats::server::signals::send(sig, cli.pid.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rnats-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut opts = match &cli.config {
+        Some(path) => match Options::from_file(path) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("rnats-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Options::default(),
+    };
+    if let Err(e) = apply_flags(&cli, &mut opts) {
+        eprintln!("rnats-server: {e}");
+        return ExitCode::FAILURE;
+    }
+    if cli.test_config {
+        match &cli.config {
+            Some(p) => println!("rnats-server: configuration file {} is valid", p.display()),
+            None => println!("rnats-server: configuration is valid"),
+        }
+        for w in &opts.warnings {
+            eprintln!("rnats-server: warning: {w}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = logging::init(opts.debug, opts.trace, opts.logtime, opts.log_file.as_deref()) {
+        eprintln!("rnats-server: cannot open log file: {e}");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rnats-server: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(opts))
+}
+
+fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
+    if let Some(a) = &cli.addr {
+        opts.host = a.clone();
+    }
+    if let Some(p) = cli.port {
+        opts.port = p;
+    }
+    if let Some(n) = &cli.name {
+        opts.server_name = n.clone();
+    }
+    if let Some(p) = cli.http_port {
+        opts.http_port = p;
+    }
+    if let Some(p) = cli.https_port {
+        opts.https_port = p;
+    }
+    if let Some(l) = &cli.log {
+        opts.log_file = Some(l.clone());
+    }
+    if let Some(t) = cli.logtime {
+        opts.logtime = t;
+    }
+    opts.debug |= cli.debug;
+    opts.trace |= cli.trace;
+    if let Some(p) = &cli.pid {
+        opts.pid_file = Some(p.clone());
+    }
+    if let Some(s) = &cli.max_payload {
+        opts.max_payload = parse_size(s).ok_or_else(|| format!("invalid --max_payload \"{s}\""))?;
+    }
+    if cli.jetstream || cli.store_dir.is_some() {
+        opts.warnings
+            .push("JetStream is not part of rnats; -js/--store_dir are ignored".into());
+    }
+    Ok(())
+}
+
+async fn run(opts: Options) -> ExitCode {
+    let pid_file = opts.pid_file.clone();
+    let server = match Server::start(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("rnats-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(p) = &pid_file
+        && let Err(e) = std::fs::write(p, std::process::id().to_string())
+    {
+        tracing::error!("Could not write pidfile: {e}");
+    }
+    rnats::server::signals::wait_for_shutdown(&server).await;
+    tracing::info!("Initiating Shutdown...");
+    server.shutdown().await;
+    if let Some(p) = &pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    tracing::info!("Server Exiting..");
+    ExitCode::SUCCESS
+}

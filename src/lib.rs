@@ -1,0 +1,17 @@
+//! rnats: a NATS-compatible message broker built as a tree of supervised
+//! ractor actors. See docs/ARCHITECTURE.md for the tree and the life of a
+//! message.
+
+pub mod account;
+pub mod client;
+pub mod config;
+pub mod monitor;
+pub mod protocol;
+pub mod router;
+pub mod server;
+
+/// The Rust toolchain that built us (the INFO `go` field's counterpart).
+pub const RUST_TOOLCHAIN: &str = env!("RNATS_RUST_TOOLCHAIN");
+
+pub use config::Options;
+pub use server::Server;

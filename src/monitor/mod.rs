@@ -1,0 +1,316 @@
+//! HTTP monitoring: /healthz, /varz, /connz, /subsz with nats-server's
+//! field names. A deliberately small HTTP/1.1 responder (GET only, one
+//! request per connection) is enough for curl, probes and dashboards.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::ConnShared;
+use crate::server::ServerContext;
+
+/// A connection as it was when it closed, for /connz?state=closed.
+#[derive(Clone, Debug)]
+pub struct ClosedConn {
+    pub cid: u64,
+    pub ip: String,
+    pub port: u16,
+    pub start: SystemTime,
+    pub stop: SystemTime,
+    pub reason: String,
+    pub in_msgs: u64,
+    pub in_bytes: u64,
+    pub out_msgs: u64,
+    pub out_bytes: u64,
+    pub name: String,
+    pub lang: String,
+    pub version: String,
+}
+
+impl ClosedConn {
+    pub fn from_conn(c: &ConnShared) -> Self {
+        let (out_msgs, out_bytes) = c.out.out_counts();
+        let meta = c.meta.lock().clone();
+        ClosedConn {
+            cid: c.cid,
+            ip: c.peer.ip().to_string(),
+            port: c.peer.port(),
+            start: c.start,
+            stop: SystemTime::now(),
+            reason: c
+                .close_reason()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "Client Closed".into()),
+            in_msgs: c.in_msgs.load(Ordering::Relaxed),
+            in_bytes: c.in_bytes.load(Ordering::Relaxed),
+            out_msgs,
+            out_bytes,
+            name: meta.name,
+            lang: meta.lang,
+            version: meta.version,
+        }
+    }
+}
+
+/// Serve one HTTP request on a monitoring connection.
+pub async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
+    let mut buf = Vec::with_capacity(1024);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(true);
+            }
+            if buf.len() > 16 * 1024 {
+                return Ok(false);
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(true)) => {}
+        _ => return,
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let mut parts = head.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let target = parts.next().unwrap_or("/");
+    let (status, body) = if method != "GET" && method != "HEAD" {
+        (405, json!({"error": "method not allowed"}))
+    } else {
+        route(&ctx, target)
+    };
+    let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    let header = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream.write_all(header.as_bytes()).await?;
+        if method != "HEAD" {
+            stream.write_all(&body).await?;
+        }
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Route a request target to its JSON document.
+pub fn route(ctx: &ServerContext, target: &str) -> (u16, Value) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let q = |k: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.to_string())
+    };
+    match path.trim_end_matches('/') {
+        "" => (
+            200,
+            json!({"endpoints": ["/varz", "/connz", "/subsz", "/healthz"]}),
+        ),
+        "/healthz" => (200, json!({"status": "ok"})),
+        "/varz" => (200, varz(ctx)),
+        "/connz" => {
+            let subs = q("subs").is_some_and(|v| v == "1" || v == "true");
+            let closed = q("state").is_some_and(|v| v == "closed");
+            let offset = q("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let limit = q("limit").and_then(|v| v.parse().ok()).unwrap_or(1024);
+            (200, connz(ctx, subs, closed, offset, limit))
+        }
+        "/subsz" | "/subscriptionsz" => (200, subsz(ctx)),
+        _ => (404, json!({"error": "not found"})),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// Uptime in nats-server's style: "1d2h3m4s", "5m6s", "7s".
+pub fn uptime(d: Duration) -> String {
+    let mut s = d.as_secs();
+    let days = s / 86400;
+    s %= 86400;
+    let (h, m, sec) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if days > 0 {
+        out += &format!("{days}d");
+    }
+    if days > 0 || h > 0 {
+        out += &format!("{h}h");
+    }
+    if days > 0 || h > 0 || m > 0 {
+        out += &format!("{m}m");
+    }
+    out += &format!("{sec}s");
+    out
+}
+
+/// Resident set size in bytes (Linux), 0 where unknown.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}
+
+fn varz(ctx: &ServerContext) -> Value {
+    let o = ctx.opts();
+    let now = SystemTime::now();
+    let up = now.duration_since(ctx.start_time).unwrap_or_default();
+    let s = &ctx.stats;
+    json!({
+        "server_id": ctx.server_id,
+        "server_name": ctx.server_name,
+        "version": crate::protocol::info::NATS_COMPAT_VERSION,
+        "rnats_version": crate::server::VERSION,
+        "proto": 1,
+        "go": crate::RUST_TOOLCHAIN,
+        "host": o.host,
+        "port": ctx.client_addr.port(),
+        "max_connections": o.max_connections,
+        "max_subscriptions": o.max_subscriptions,
+        "ping_interval": o.ping_interval.as_nanos() as u64,
+        "ping_max": o.ping_max,
+        "http_host": o.http_host,
+        "http_port": o.http_port,
+        "https_port": o.https_port,
+        "auth_timeout": o.auth_timeout.as_secs_f64(),
+        "max_control_line": o.max_control_line,
+        "max_payload": o.max_payload,
+        "max_pending": o.max_pending,
+        "write_deadline": o.write_deadline.as_nanos() as u64,
+        "start": rfc3339(ctx.start_time),
+        "now": rfc3339(now),
+        "uptime": uptime(up),
+        "mem": rss_bytes(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "connections": ctx.conns.len(),
+        "total_connections": s.total_connections.load(Ordering::Relaxed),
+        "routes": 0,
+        "remotes": 0,
+        "leafnodes": 0,
+        "in_msgs": s.in_msgs.load(Ordering::Relaxed),
+        "out_msgs": s.out_msgs.load(Ordering::Relaxed),
+        "in_bytes": s.in_bytes.load(Ordering::Relaxed),
+        "out_bytes": s.out_bytes.load(Ordering::Relaxed),
+        "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
+        "stale_connections": s.stale_connections.load(Ordering::Relaxed),
+        "subscriptions": ctx.global_account.router.count(),
+        "config_load_time": rfc3339(ctx.start_time),
+    })
+}
+
+fn conn_json(c: &ConnShared, subs: bool, now: SystemTime) -> Value {
+    let meta = c.meta.lock().clone();
+    let (out_msgs, out_bytes) = c.out.out_counts();
+    let mut v = json!({
+        "cid": c.cid,
+        "kind": "Client",
+        "type": "nats",
+        "ip": c.peer.ip().to_string(),
+        "port": c.peer.port(),
+        "start": rfc3339(c.start),
+        "uptime": uptime(now.duration_since(c.start).unwrap_or_default()),
+        "pending_bytes": c.out.pending(),
+        "in_msgs": c.in_msgs.load(Ordering::Relaxed),
+        "out_msgs": out_msgs,
+        "in_bytes": c.in_bytes.load(Ordering::Relaxed),
+        "out_bytes": out_bytes,
+        "subscriptions": c.num_subs(),
+        "name": meta.name,
+        "lang": meta.lang,
+        "version": meta.version,
+    });
+    if let Some(u) = meta.user {
+        v["authorized_user"] = json!(u);
+    }
+    if let Some(t) = meta.tls_version {
+        v["tls_version"] = json!(t);
+    }
+    if let Some(t) = meta.tls_cipher {
+        v["tls_cipher_suite"] = json!(t);
+    }
+    if subs {
+        let list: Vec<String> = c
+            .subs
+            .lock()
+            .values()
+            .map(|s| String::from_utf8_lossy(&s.subject).into_owned())
+            .collect();
+        v["subscriptions_list"] = json!(list);
+    }
+    v
+}
+
+fn connz(ctx: &ServerContext, subs: bool, closed: bool, offset: usize, limit: usize) -> Value {
+    let now = SystemTime::now();
+    let (total, conns): (usize, Vec<Value>) = if closed {
+        let closed = ctx.closed.lock();
+        let list = closed
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|c| {
+                json!({
+                    "cid": c.cid, "kind": "Client", "type": "nats", "ip": c.ip, "port": c.port,
+                    "start": rfc3339(c.start), "stop": rfc3339(c.stop), "reason": c.reason,
+                    "uptime": uptime(c.stop.duration_since(c.start).unwrap_or_default()),
+                    "in_msgs": c.in_msgs, "in_bytes": c.in_bytes, "out_msgs": c.out_msgs,
+                    "out_bytes": c.out_bytes, "name": c.name, "lang": c.lang, "version": c.version,
+                    "subscriptions": 0, "pending_bytes": 0,
+                })
+            })
+            .collect();
+        (closed.len(), list)
+    } else {
+        let mut all: Vec<Arc<ConnShared>> = ctx.conns.iter().map(|e| e.value().clone()).collect();
+        all.sort_by_key(|c| c.cid);
+        let list = all
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|c| conn_json(c, subs, now))
+            .collect();
+        (all.len(), list)
+    };
+    json!({
+        "server_id": ctx.server_id,
+        "now": rfc3339(now),
+        "num_connections": conns.len(),
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "connections": conns,
+    })
+}
+
+fn subsz(ctx: &ServerContext) -> Value {
+    json!({
+        "server_id": ctx.server_id,
+        "now": rfc3339(SystemTime::now()),
+        "num_subscriptions": ctx.global_account.router.count(),
+        "num_cache": 0,
+        "num_inserts": 0,
+        "num_removes": 0,
+        "num_matches": ctx.stats.in_msgs.load(Ordering::Relaxed),
+    })
+}

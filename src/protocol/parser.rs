@@ -1,0 +1,409 @@
+//! Sans-I/O parser for the client side of the NATS protocol.
+//!
+//! The parser never touches a socket: the connection reads bytes into a
+//! `BytesMut` and calls [`Parser::next_op`] until it returns `Ok(None)`.
+//! Every subject, sid and payload it hands out is a zero-copy slice of the
+//! read buffer (`split_to` + `freeze`), so fan-out can clone one `Bytes`
+//! per subscriber instead of copying the payload.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One complete operation sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOp {
+    /// `CONNECT {json}`; the JSON is decoded by the connection.
+    Connect(Bytes),
+    /// `PUB` or `HPUB`. For HPUB `header_len` is the size of the header
+    /// block at the start of `payload`; for PUB it is 0 and `headers` false.
+    Pub {
+        subject: Bytes,
+        reply: Option<Bytes>,
+        headers: bool,
+        header_len: usize,
+        payload: Bytes,
+    },
+    Sub {
+        subject: Bytes,
+        queue: Option<Bytes>,
+        sid: Bytes,
+    },
+    Unsub {
+        sid: Bytes,
+        max: Option<u64>,
+    },
+    Ping,
+    Pong,
+    /// `+OK`, `-ERR` and `INFO` from a client carry no meaning for a server.
+    Ignored,
+}
+
+/// Why the parser gave up. Every variant maps to the `-ERR` text that
+/// nats-server sends (see `client::errors`); all of them close the
+/// connection because the byte stream can no longer be trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    UnknownOp,
+    MaxControlLine,
+    MaxPayload { size: usize, max: usize },
+    /// Arguments of a known operation are wrong; the string names the op.
+    BadArgs(&'static str),
+    /// The payload was not followed by CRLF: the size in the header lied.
+    BadPayload,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_control_line: usize,
+    pub max_payload: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_control_line: 4096,
+            max_payload: 1024 * 1024,
+        }
+    }
+}
+
+/// A PUB/HPUB whose control line is parsed but whose payload has not fully
+/// arrived yet. Kept so a large payload arriving over many reads does not
+/// reparse the line each time.
+#[derive(Debug)]
+struct PendingPub {
+    subject: Bytes,
+    reply: Option<Bytes>,
+    headers: bool,
+    header_len: usize,
+    size: usize,
+}
+
+#[derive(Debug)]
+pub struct Parser {
+    limits: Limits,
+    pending: Option<PendingPub>,
+}
+
+impl Parser {
+    pub fn new(limits: Limits) -> Self {
+        Parser {
+            limits,
+            pending: None,
+        }
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Bytes still needed to finish the operation in progress, so the
+    /// connection can size its next read (0 when unknown).
+    pub fn needed(&self, buf: &BytesMut) -> usize {
+        match &self.pending {
+            Some(p) => (p.size + 2).saturating_sub(buf.len()),
+            None => 0,
+        }
+    }
+
+    /// Take the next complete operation from `buf`. `Ok(None)` means more
+    /// bytes are needed; nothing is consumed from a partial operation.
+    pub fn next_op(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtocolError> {
+        if let Some(p) = &self.pending {
+            if buf.len() < p.size + 2 {
+                return Ok(None);
+            }
+            let p = self.pending.take().expect("checked above");
+            return take_payload(buf, p).map(Some);
+        }
+        let Some(nl) = memchr::memchr(b'\n', buf) else {
+            if buf.len() > self.limits.max_control_line {
+                return Err(ProtocolError::MaxControlLine);
+            }
+            return Ok(None);
+        };
+        // The line without its terminator; a lone LF is accepted as nats-server does.
+        let end = if nl > 0 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if end > self.limits.max_control_line {
+            return Err(ProtocolError::MaxControlLine);
+        }
+        let line = buf.split_to(nl + 1).freeze().slice(..end);
+        let (op, rest) = split_op(&line);
+        let op = match op.len() {
+            3 if eq_ic(op, b"PUB") => return self.parse_pub(&line, rest, false, buf),
+            4 if eq_ic(op, b"HPUB") => return self.parse_pub(&line, rest, true, buf),
+            3 if eq_ic(op, b"SUB") => parse_sub(&line, rest)?,
+            5 if eq_ic(op, b"UNSUB") => parse_unsub(&line, rest)?,
+            4 if eq_ic(op, b"PING") => ClientOp::Ping,
+            4 if eq_ic(op, b"PONG") => ClientOp::Pong,
+            7 if eq_ic(op, b"CONNECT") => {
+                let json = line.slice_ref(trim(rest));
+                if json.is_empty() {
+                    return Err(ProtocolError::BadArgs("CONNECT"));
+                }
+                ClientOp::Connect(json)
+            }
+            4 if eq_ic(op, b"INFO") => ClientOp::Ignored,
+            3 if eq_ic(op, b"+OK") => ClientOp::Ignored,
+            4 if eq_ic(op, b"-ERR") => ClientOp::Ignored,
+            _ => return Err(ProtocolError::UnknownOp),
+        };
+        Ok(Some(op))
+    }
+
+    fn parse_pub(
+        &mut self,
+        line: &Bytes,
+        rest: &[u8],
+        headers: bool,
+        buf: &mut BytesMut,
+    ) -> Result<Option<ClientOp>, ProtocolError> {
+        let name = if headers { "HPUB" } else { "PUB" };
+        let mut args: [&[u8]; 4] = [&[]; 4];
+        let n = split_args(rest, &mut args).ok_or(ProtocolError::BadArgs(name))?;
+        // PUB subject [reply] size ; HPUB subject [reply] hdr_size total_size
+        let (subject, reply, hdr, size) = match (headers, n) {
+            (false, 2) => (args[0], None, None, args[1]),
+            (false, 3) => (args[0], Some(args[1]), None, args[2]),
+            (true, 3) => (args[0], None, Some(args[1]), args[2]),
+            (true, 4) => (args[0], Some(args[1]), Some(args[2]), args[3]),
+            _ => return Err(ProtocolError::BadArgs(name)),
+        };
+        let size = parse_size(size).ok_or(ProtocolError::BadArgs(name))?;
+        let header_len = match hdr {
+            Some(h) => {
+                let h = parse_size(h).ok_or(ProtocolError::BadArgs(name))?;
+                if h > size {
+                    return Err(ProtocolError::BadArgs(name));
+                }
+                h
+            }
+            None => 0,
+        };
+        if size > self.limits.max_payload {
+            return Err(ProtocolError::MaxPayload {
+                size,
+                max: self.limits.max_payload,
+            });
+        }
+        let p = PendingPub {
+            subject: line.slice_ref(subject),
+            reply: reply.map(|r| line.slice_ref(r)),
+            headers,
+            header_len,
+            size,
+        };
+        if buf.len() < size + 2 {
+            self.pending = Some(p);
+            return Ok(None);
+        }
+        take_payload(buf, p).map(Some)
+    }
+}
+
+fn take_payload(buf: &mut BytesMut, p: PendingPub) -> Result<ClientOp, ProtocolError> {
+    let payload = buf.split_to(p.size).freeze();
+    if &buf[..2] != b"\r\n" {
+        return Err(ProtocolError::BadPayload);
+    }
+    buf.advance(2);
+    Ok(ClientOp::Pub {
+        subject: p.subject,
+        reply: p.reply,
+        headers: p.headers,
+        header_len: p.header_len,
+        payload,
+    })
+}
+
+fn parse_sub(line: &Bytes, rest: &[u8]) -> Result<ClientOp, ProtocolError> {
+    let mut args: [&[u8]; 3] = [&[]; 3];
+    match split_args(rest, &mut args) {
+        Some(2) => Ok(ClientOp::Sub {
+            subject: line.slice_ref(args[0]),
+            queue: None,
+            sid: line.slice_ref(args[1]),
+        }),
+        Some(3) => Ok(ClientOp::Sub {
+            subject: line.slice_ref(args[0]),
+            queue: Some(line.slice_ref(args[1])),
+            sid: line.slice_ref(args[2]),
+        }),
+        _ => Err(ProtocolError::BadArgs("SUB")),
+    }
+}
+
+fn parse_unsub(line: &Bytes, rest: &[u8]) -> Result<ClientOp, ProtocolError> {
+    let mut args: [&[u8]; 2] = [&[]; 2];
+    match split_args(rest, &mut args) {
+        Some(1) => Ok(ClientOp::Unsub {
+            sid: line.slice_ref(args[0]),
+            max: None,
+        }),
+        Some(2) => {
+            let max = parse_size(args[1]).ok_or(ProtocolError::BadArgs("UNSUB"))?;
+            Ok(ClientOp::Unsub {
+                sid: line.slice_ref(args[0]),
+                max: Some(max as u64),
+            })
+        }
+        _ => Err(ProtocolError::BadArgs("UNSUB")),
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// Split the operation name from its arguments.
+fn split_op(line: &[u8]) -> (&[u8], &[u8]) {
+    let line = trim(line);
+    match line.iter().position(|&b| is_space(b)) {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &[]),
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !is_space(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !is_space(b)).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+/// Split whitespace-separated arguments into `out`; `None` when there are
+/// more arguments than `out` can hold.
+fn split_args<'a>(s: &'a [u8], out: &mut [&'a [u8]]) -> Option<usize> {
+    let mut n = 0;
+    for arg in s.split(|&b| is_space(b)).filter(|a| !a.is_empty()) {
+        if n == out.len() {
+            return None;
+        }
+        out[n] = arg;
+        n += 1;
+    }
+    Some(n)
+}
+
+/// Decimal size as nats-server accepts it: digits only, no sign, bounded.
+pub fn parse_size(s: &[u8]) -> Option<usize> {
+    if s.is_empty() || s.len() > 18 {
+        return None;
+    }
+    let mut n: usize = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + (b - b'0') as usize;
+    }
+    Some(n)
+}
+
+fn eq_ic(a: &[u8], b: &[u8]) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<ClientOp>, ProtocolError> {
+        let mut p = Parser::new(Limits::default());
+        let mut buf = BytesMut::from(input);
+        let mut ops = vec![];
+        while let Some(op) = p.next_op(&mut buf)? {
+            ops.push(op);
+        }
+        Ok(ops)
+    }
+
+    #[test]
+    fn parses_every_op() {
+        let ops = parse_all(
+            b"CONNECT {\"verbose\":false}\r\nPUB foo 5\r\nhello\r\nPUB foo bar 0\r\n\r\n\
+              HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nSUB foo 1\r\nSUB foo q 2\r\nUNSUB 1\r\n\
+              UNSUB 2 10\r\nping\r\nPONG\r\n+OK\r\n",
+        )
+        .unwrap();
+        assert_eq!(ops.len(), 11);
+        assert_eq!(ops[0], ClientOp::Connect(Bytes::from_static(b"{\"verbose\":false}")));
+        assert_eq!(
+            ops[1],
+            ClientOp::Pub {
+                subject: Bytes::from_static(b"foo"),
+                reply: None,
+                headers: false,
+                header_len: 0,
+                payload: Bytes::from_static(b"hello")
+            }
+        );
+        match &ops[3] {
+            ClientOp::Pub {
+                headers,
+                header_len,
+                payload,
+                ..
+            } => {
+                assert!(*headers);
+                assert_eq!(*header_len, 12);
+                assert_eq!(&payload[..], b"NATS/1.0\r\n\r\nhi");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            ops[5],
+            ClientOp::Sub {
+                subject: Bytes::from_static(b"foo"),
+                queue: Some(Bytes::from_static(b"q")),
+                sid: Bytes::from_static(b"2")
+            }
+        );
+        assert_eq!(
+            ops[7],
+            ClientOp::Unsub {
+                sid: Bytes::from_static(b"2"),
+                max: Some(10)
+            }
+        );
+        assert_eq!(ops[8], ClientOp::Ping);
+        assert_eq!(ops[9], ClientOp::Pong);
+    }
+
+    #[test]
+    fn payload_split_across_reads() {
+        let mut p = Parser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"PUB foo 10\r\nhel"[..]);
+        assert_eq!(p.next_op(&mut buf).unwrap(), None);
+        assert_eq!(p.needed(&buf), 9);
+        buf.extend_from_slice(b"lo worl");
+        assert_eq!(p.next_op(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"d\r\nPING\r\n");
+        assert!(matches!(p.next_op(&mut buf).unwrap(), Some(ClientOp::Pub { .. })));
+        assert_eq!(p.next_op(&mut buf).unwrap(), Some(ClientOp::Ping));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(parse_all(b"FOO\r\n"), Err(ProtocolError::UnknownOp));
+        assert_eq!(parse_all(b"PUB foo\r\n"), Err(ProtocolError::BadArgs("PUB")));
+        assert_eq!(parse_all(b"PUB foo x\r\n"), Err(ProtocolError::BadArgs("PUB")));
+        assert_eq!(parse_all(b"PUB a b c 1\r\n"), Err(ProtocolError::BadArgs("PUB")));
+        assert_eq!(parse_all(b"HPUB a 5 2\r\n"), Err(ProtocolError::BadArgs("HPUB")));
+        assert_eq!(parse_all(b"SUB foo\r\n"), Err(ProtocolError::BadArgs("SUB")));
+        assert_eq!(parse_all(b"UNSUB\r\n"), Err(ProtocolError::BadArgs("UNSUB")));
+        assert_eq!(parse_all(b"PUB foo 2\r\nabc\r\n"), Err(ProtocolError::BadPayload));
+        assert_eq!(
+            parse_all(b"PUB foo 2000000\r\n"),
+            Err(ProtocolError::MaxPayload {
+                size: 2_000_000,
+                max: 1024 * 1024
+            })
+        );
+        let long = vec![b'A'; 5000];
+        assert_eq!(parse_all(&long), Err(ProtocolError::MaxControlLine));
+    }
+}

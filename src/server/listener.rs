@@ -1,0 +1,109 @@
+//! Listener actors: each owns one accept loop. The socket itself is kept
+//! by the supervisor's arguments so a restarted listener keeps its port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::net::TcpListener;
+
+use super::ServerContext;
+use crate::client::ClientSupMsg;
+
+#[derive(Clone, Copy, Debug)]
+pub enum ListenerKind {
+    Client,
+    Monitor,
+}
+
+pub struct ListenerArgs {
+    pub ctx: Arc<ServerContext>,
+    pub listener: Arc<TcpListener>,
+    pub kind: ListenerKind,
+}
+
+pub enum ListenerMsg {
+    /// The accept loop ended unexpectedly: fail so the supervisor restarts us.
+    LoopEnded(String),
+}
+
+pub struct ListenerActor;
+
+impl Actor for ListenerActor {
+    type Msg = ListenerMsg;
+    type State = tokio::task::JoinHandle<()>;
+    type Arguments = ListenerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<ListenerMsg>,
+        args: ListenerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(tokio::spawn(accept_loop(args, myself)))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<ListenerMsg>,
+        msg: ListenerMsg,
+        _state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ListenerMsg::LoopEnded(why) => Err(why.into()),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ListenerMsg>,
+        task: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        task.abort();
+        Ok(())
+    }
+}
+
+async fn accept_loop(args: ListenerArgs, myself: ActorRef<ListenerMsg>) {
+    let ListenerArgs {
+        ctx,
+        listener,
+        kind,
+    } = args;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                match kind {
+                    ListenerKind::Client => {
+                        let Some(sup) = ctx.client_sup() else {
+                            // The client supervisor is restarting; drop this one.
+                            continue;
+                        };
+                        if sup.cast(ClientSupMsg::Accepted(stream, peer)).is_err() {
+                            continue;
+                        }
+                    }
+                    ListenerKind::Monitor => {
+                        tokio::spawn(crate::monitor::serve_connection(ctx.clone(), stream));
+                    }
+                }
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off and retry
+                // rather than spin, as nats-server does.
+                tracing::error!("Temporary {kind:?} accept error: {e}, sleeping {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    let _ = myself.cast(ListenerMsg::LoopEnded(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The server: shared context, the root supervisor and its children.
+//!
+//! ```text
+//! ServerSupervisor
+//! ├── AccountActor($G) ── ShardActor × (N literal + 1 wildcard)
+//! ├── ClientSupervisor ── ConnActor × connections (reader + writer tasks)
+//! ├── ClientListener (accept loop)
+//! └── MonitorListener (HTTP accept loop, when -m is given)
+//! ```
+
+pub mod listener;
+pub mod logging;
+pub mod signals;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::account::{Account, AccountActor, GLOBAL_ACCOUNT};
+use crate::client::{ClientSupMsg, ClientSupervisor, ConnShared};
+use crate::config::Options;
+use crate::monitor::ClosedConn;
+use crate::protocol::info::{NATS_COMPAT_VERSION, ServerInfo};
+use listener::{ListenerActor, ListenerArgs, ListenerKind};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Server-wide counters for /varz.
+#[derive(Default)]
+pub struct ServerStats {
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    pub out_msgs: AtomicU64,
+    pub out_bytes: AtomicU64,
+    pub slow_consumers: AtomicU64,
+    pub stale_connections: AtomicU64,
+    pub total_connections: AtomicU64,
+}
+
+/// Everything the actors and tasks share.
+pub struct ServerContext {
+    opts: RwLock<Arc<Options>>,
+    pub server_id: String,
+    pub server_name: String,
+    pub client_addr: SocketAddr,
+    pub stats: ServerStats,
+    pub conns: DashMap<u64, Arc<ConnShared>>,
+    pub global_account: Arc<Account>,
+    pub next_cid: AtomicU64,
+    pub start_time: SystemTime,
+    pub shutdown: CancellationToken,
+    /// Recently closed connections for /connz?state=closed.
+    pub closed: Mutex<std::collections::VecDeque<ClosedConn>>,
+    client_sup: RwLock<Option<ActorRef<ClientSupMsg>>>,
+}
+
+impl ServerContext {
+    pub fn opts(&self) -> Arc<Options> {
+        self.opts.read().clone()
+    }
+
+    pub fn debug(&self) -> bool {
+        self.opts.read().debug
+    }
+
+    fn info(&self) -> ServerInfo {
+        let opts = self.opts();
+        ServerInfo {
+            server_id: self.server_id.clone(),
+            server_name: self.server_name.clone(),
+            version: NATS_COMPAT_VERSION.into(),
+            proto: 1,
+            go: crate::RUST_TOOLCHAIN.into(),
+            host: opts.host.clone(),
+            port: self.client_addr.port(),
+            headers: true,
+            max_payload: opts.max_payload,
+            rnats_version: VERSION.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The INFO line for a new client connection.
+    pub fn client_info_line(&self, conn: &ConnShared) -> Vec<u8> {
+        self.client_info_line_for(Some(conn.cid), &conn.peer)
+    }
+
+    pub fn client_info_line_for(&self, cid: Option<u64>, peer: &SocketAddr) -> Vec<u8> {
+        let mut info = self.info();
+        info.client_id = cid;
+        info.client_ip = Some(peer.ip().to_string());
+        info.to_line()
+    }
+
+    pub fn note_closed(&self, conn: &ConnShared) {
+        let mut closed = self.closed.lock();
+        if closed.len() >= 1000 {
+            closed.pop_front();
+        }
+        closed.push_back(ClosedConn::from_conn(conn));
+    }
+
+    pub(crate) fn client_sup(&self) -> Option<ActorRef<ClientSupMsg>> {
+        self.client_sup.read().clone()
+    }
+
+    /// Ask a connection's actor to panic (supervision tests).
+    #[doc(hidden)]
+    pub fn inject_connection_panic(&self, cid: u64) {
+        if let Some(s) = self.client_sup() {
+            let _ = s.cast(ClientSupMsg::InjectPanic(cid));
+        }
+    }
+
+    /// Close one connection.
+    pub fn kick(&self, cid: u64) {
+        if let Some(s) = self.client_sup() {
+            let _ = s.cast(ClientSupMsg::Kick(cid, crate::client::CloseReason::Kicked));
+        }
+    }
+}
+
+/// A 56-character id in the style of nats-server's (an NKey-like "N..." string).
+fn new_server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut id = String::with_capacity(56);
+    id.push('N');
+    for _ in 0..55 {
+        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+    }
+    id
+}
+
+/// A running server.
+pub struct Server {
+    pub ctx: Arc<ServerContext>,
+    pub http_addr: Option<SocketAddr>,
+    supervisor: ActorRef<SupervisorMsg>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Server {
+    /// Bind the listeners and start the supervision tree.
+    pub async fn start(opts: Options) -> Result<Server, StartError> {
+        let port = if opts.port < 0 { 0 } else { opts.port as u16 };
+        let client_listener = TcpListener::bind((opts.host.as_str(), port))
+            .await
+            .map_err(|e| {
+                StartError(format!(
+                    "Error listening on port: {}:{}, \"{e}\"",
+                    opts.host, opts.port
+                ))
+            })?;
+        let client_addr = client_listener
+            .local_addr()
+            .map_err(|e| StartError(e.to_string()))?;
+        let http_listener = if opts.http_port != 0 {
+            let p = if opts.http_port < 0 { 0 } else { opts.http_port as u16 };
+            Some(
+                TcpListener::bind((opts.http_host.as_str(), p))
+                    .await
+                    .map_err(|e| {
+                        StartError(format!(
+                            "Error listening on monitor port: {}:{}, \"{e}\"",
+                            opts.http_host, opts.http_port
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
+        let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let server_id = new_server_id();
+        let server_name = if opts.server_name.is_empty() {
+            server_id.clone()
+        } else {
+            opts.server_name.clone()
+        };
+        let ctx = Arc::new(ServerContext {
+            global_account: Account::new(GLOBAL_ACCOUNT, opts.router_shards),
+            opts: RwLock::new(Arc::new(opts)),
+            server_id,
+            server_name,
+            client_addr,
+            stats: ServerStats::default(),
+            conns: DashMap::new(),
+            next_cid: AtomicU64::new(1),
+            start_time: SystemTime::now(),
+            shutdown: CancellationToken::new(),
+            closed: Mutex::new(Default::default()),
+            client_sup: RwLock::new(None),
+        });
+        let opts = ctx.opts();
+        tracing::info!("Starting rnats-server");
+        tracing::info!("  Version:  {VERSION} (NATS protocol {NATS_COMPAT_VERSION})");
+        tracing::info!("  Rust:     {}", crate::RUST_TOOLCHAIN);
+        tracing::info!("  Name:     {}", ctx.server_name);
+        tracing::info!("  ID:       {}", ctx.server_id);
+        if let Some(cf) = &opts.config_file {
+            tracing::info!("Using configuration file: {}", cf.display());
+        }
+        for w in &opts.warnings {
+            tracing::warn!("{w}");
+        }
+        let args = SupervisorArgs {
+            ctx: ctx.clone(),
+            client_listener: Arc::new(client_listener),
+            http_listener: http_listener.map(Arc::new),
+        };
+        let (supervisor, handle) = Actor::spawn(None, ServerSupervisor, args)
+            .await
+            .map_err(|e| StartError(format!("could not start supervisor: {e}")))?;
+        if let Some(a) = http_addr {
+            tracing::info!("Starting http monitor on {}", a);
+        }
+        tracing::info!("Listening for client connections on {}", client_addr);
+        tracing::info!("Server is ready");
+        let done = tokio::spawn(async move {
+            let _ = handle.await;
+        });
+        Ok(Server {
+            ctx,
+            http_addr,
+            supervisor,
+            done,
+        })
+    }
+
+    pub fn client_addr(&self) -> SocketAddr {
+        self.ctx.client_addr
+    }
+
+    /// Close every connection (flushing what is queued), stop the tree.
+    pub async fn shutdown(self) {
+        self.ctx.shutdown.cancel();
+        let conns: Vec<_> = self.ctx.conns.iter().map(|c| c.value().clone()).collect();
+        for c in &conns {
+            c.close(crate::client::CloseReason::ServerShutdown);
+        }
+        // Let writers flush their final bytes before the tree goes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.ctx.conns.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.supervisor.stop(Some("shutdown".into()));
+        let _ = self.done.await;
+    }
+}
+
+pub enum SupervisorMsg {}
+
+pub struct SupervisorArgs {
+    ctx: Arc<ServerContext>,
+    client_listener: Arc<TcpListener>,
+    http_listener: Option<Arc<TcpListener>>,
+}
+
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    children: Vec<(ActorCell, Child)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Child {
+    Account,
+    Clients,
+    ClientListener,
+    MonitorListener,
+}
+
+/// Root of the tree. Restarts a failed child with a short backoff; the
+/// listening sockets and account state live outside the children so a
+/// restart loses neither the port nor any subscription.
+pub struct ServerSupervisor;
+
+impl ServerSupervisor {
+    async fn start_child(
+        myself: &ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+        child: Child,
+    ) -> Result<(), ActorProcessingErr> {
+        let ctx = st.args.ctx.clone();
+        let sup = myself.get_cell();
+        let cell = match child {
+            Child::Account => {
+                let (a, _) =
+                    Actor::spawn_linked(None, AccountActor, ctx.global_account.clone(), sup)
+                        .await?;
+                a.get_cell()
+            }
+            Child::Clients => {
+                let (a, _) = Actor::spawn_linked(None, ClientSupervisor, ctx.clone(), sup).await?;
+                *ctx.client_sup.write() = Some(a.clone());
+                a.get_cell()
+            }
+            Child::ClientListener => {
+                let (a, _) = Actor::spawn_linked(
+                    None,
+                    ListenerActor,
+                    ListenerArgs {
+                        ctx: ctx.clone(),
+                        listener: st.args.client_listener.clone(),
+                        kind: ListenerKind::Client,
+                    },
+                    sup,
+                )
+                .await?;
+                a.get_cell()
+            }
+            Child::MonitorListener => {
+                let Some(l) = st.args.http_listener.clone() else {
+                    return Ok(());
+                };
+                let (a, _) = Actor::spawn_linked(
+                    None,
+                    ListenerActor,
+                    ListenerArgs {
+                        ctx: ctx.clone(),
+                        listener: l,
+                        kind: ListenerKind::Monitor,
+                    },
+                    sup,
+                )
+                .await?;
+                a.get_cell()
+            }
+        };
+        st.children.push((cell, child));
+        Ok(())
+    }
+}
+
+impl Actor for ServerSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut st = SupervisorState {
+            args,
+            children: Vec::new(),
+        };
+        for child in [
+            Child::Account,
+            Child::Clients,
+            Child::ClientListener,
+            Child::MonitorListener,
+        ] {
+            Self::start_child(&myself, &mut st, child).await?;
+        }
+        Ok(st)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, failed) = match &evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell.clone(), Some(err.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.clone(), None),
+            _ => return Ok(()),
+        };
+        let Some(pos) = st
+            .children
+            .iter()
+            .position(|(c, _)| c.get_id() == cell.get_id())
+        else {
+            return Ok(());
+        };
+        let (_, child) = st.children.remove(pos);
+        if st.args.ctx.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        tracing::error!(
+            "supervisor: {child:?} stopped ({}); restarting",
+            failed.as_deref().unwrap_or("no reason")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Self::start_child(&myself, st, child).await
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        st: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        for (cell, _) in &st.children {
+            cell.stop(None);
+        }
+        Ok(())
+    }
+}
+

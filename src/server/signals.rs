@@ -1,0 +1,95 @@
+//! Process signals: waiting for them in the server, and sending them to a
+//! running server for `--signal`.
+
+use std::path::Path;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::Server;
+
+/// Wait for SIGINT or SIGTERM. SIGHUP (reload) and SIGUSR2 (lame duck) are
+/// logged; they gain behaviour with hot reload and lame duck mode.
+pub async fn wait_for_shutdown(server: &Server) {
+    let (Ok(mut int), Ok(mut term), Ok(mut hup), Ok(mut usr2)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => { tracing::info!("Trapped \"interrupt\" signal"); return; }
+            _ = term.recv() => { tracing::info!("Trapped \"terminated\" signal"); return; }
+            _ = hup.recv() => tracing::warn!("Reloading: configuration reload is not supported yet"),
+            _ = usr2.recv() => tracing::warn!("Lame duck mode is not supported yet"),
+            _ = server.ctx.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// `--signal stop|quit|reopen|reload|ldm|term[=<pid or pid file>]`.
+pub fn send(spec: &str, pid_file: Option<&Path>) -> Result<(), String> {
+    let (name, target) = match spec.split_once('=') {
+        Some((n, t)) => (n, Some(t)),
+        None => (spec, None),
+    };
+    let sig = match name {
+        "stop" => libc::SIGKILL,
+        "quit" => libc::SIGINT,
+        "term" => libc::SIGTERM,
+        "reopen" => libc::SIGUSR1,
+        "reload" => libc::SIGHUP,
+        "ldm" => libc::SIGUSR2,
+        _ => return Err(format!("unknown signal \"{name}\"")),
+    };
+    let pid = match target.map(str::to_string).or_else(|| pid_file.map(|p| p.display().to_string())) {
+        Some(t) => match t.parse::<i32>() {
+            Ok(p) => p,
+            Err(_) => std::fs::read_to_string(&t)
+                .map_err(|e| format!("cannot read pid file {t}: {e}"))?
+                .trim()
+                .parse()
+                .map_err(|_| format!("pid file {t} does not hold a pid"))?,
+        },
+        None => find_server_pid()?,
+    };
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc != 0 {
+        return Err(format!(
+            "failed to signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// The one running rnats-server other than us, by scanning /proc.
+fn find_server_pid() -> Result<i32, String> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    let dir = std::fs::read_dir("/proc").map_err(|e| e.to_string())?;
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm"))
+            && comm.trim() == "rnats-server"
+        {
+            found.push(pid);
+        }
+    }
+    match found.as_slice() {
+        [pid] => Ok(*pid),
+        [] => Err("no rnats-server process found".into()),
+        many => Err(format!(
+            "multiple rnats-server processes running ({many:?}): give one with --signal SIG=PID"
+        )),
+    }
+}
