@@ -9,7 +9,11 @@ use rnats::server::{Server, VERSION, logging};
 
 /// A NATS-compatible message broker.
 #[derive(Parser, Debug)]
-#[command(name = "rnats-server", disable_version_flag = true, allow_negative_numbers = true)]
+#[command(
+    name = "rnats-server",
+    disable_version_flag = true,
+    allow_negative_numbers = true
+)]
 struct Cli {
     /// Bind to host address
     #[arg(short = 'a', long = "addr", visible_alias = "net", value_name = "HOST")]
@@ -33,7 +37,12 @@ struct Cli {
     #[arg(long = "https_port")]
     https_port: Option<i32>,
     /// File to redirect log output
-    #[arg(short = 'l', long = "log", visible_alias = "log_file", value_name = "FILE")]
+    #[arg(
+        short = 'l',
+        long = "log",
+        visible_alias = "log_file",
+        value_name = "FILE"
+    )]
     log: Option<PathBuf>,
     /// Timestamp log entries (default: true)
     #[arg(short = 'T', long = "logtime", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -90,8 +99,12 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
             for f in m {
                 push(&mut out, f);
             }
-        } else if flag.len() > 2 && flag.starts_with('-') && !flag.starts_with("--")
-            && flag[1..].chars().all(|c| c.is_ascii_alphabetic() || c == '_')
+        } else if flag.len() > 2
+            && flag.starts_with('-')
+            && !flag.starts_with("--")
+            && flag[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphabetic() || c == '_')
         {
             // `-port 4222` → `--port 4222`
             push(&mut out, &format!("-{flag}"));
@@ -141,11 +154,19 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = logging::init(opts.debug, opts.trace, opts.logtime, opts.log_file.as_deref()) {
+    if let Err(e) = logging::init(
+        opts.debug,
+        opts.trace,
+        opts.logtime,
+        opts.log_file.as_deref(),
+    ) {
         eprintln!("rnats-server: cannot open log file: {e}");
         return ExitCode::FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rnats-server: cannot start runtime: {e}");

@@ -132,7 +132,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 pub mod errors {
     pub const UNKNOWN_OP: &[u8] = b"-ERR 'Unknown Protocol Operation'\r\n";
     pub const MAX_PAYLOAD: &[u8] = b"-ERR 'Maximum Payload Violation'\r\n";
-    pub const MAX_CONTROL_LINE: &[u8] = b"-ERR 'Maximum Control Line Exceeded'\r\n";
+    pub const MAX_CONTROL_LINE: &[u8] = b"-ERR 'maximum control line exceeded'\r\n";
     pub const INVALID_SUBJECT: &[u8] = b"-ERR 'Invalid Subject'\r\n";
     pub const INVALID_PUB_SUBJECT: &[u8] = b"-ERR 'Invalid Publish Subject'\r\n";
     pub const SLOW_CONSUMER: &[u8] = b"-ERR 'Slow Consumer'\r\n";
@@ -185,8 +185,10 @@ impl Reader {
                 max_payload: opts.max_payload,
             }),
             connected: false,
-            verbose: false,
-            pedantic: false,
+            // nats-server treats a client that has not said otherwise as
+            // verbose and pedantic.
+            verbose: true,
+            pedantic: true,
             echo: true,
             headers: false,
             no_responders: false,
@@ -282,14 +284,27 @@ impl Reader {
                     header_len,
                     payload,
                 } => {
+                    if headers && !self.headers {
+                        // HPUB from a client that did not negotiate headers.
+                        return Err(Stop::Close(CloseReason::ProtocolViolation("HPUB")));
+                    }
                     self.await_subs().await?;
+                    // publish() sends the verbose +OK itself: nats-server
+                    // sends it after a subject -ERR but before the message
+                    // reaches any subscriber (the sender included).
                     self.publish(subject, reply, headers, header_len, payload);
+                    continue;
                 }
                 ClientOp::Sub {
                     subject,
                     queue,
                     sid,
-                } => self.subscribe(subject, queue, sid)?,
+                } => {
+                    // A rejected SUB gets its -ERR and no +OK, as in nats-server.
+                    if !self.subscribe(subject, queue, sid)? {
+                        continue;
+                    }
+                }
                 ClientOp::Unsub { sid, max } => self.unsubscribe(&sid, max),
                 ClientOp::Ping => {
                     self.await_subs().await?;
@@ -364,6 +379,20 @@ impl Reader {
                 return Err(Stop::Close(CloseReason::ProtocolViolation("bad CONNECT")));
             }
         };
+        if opts.protocol > 1 {
+            self.shared
+                .out
+                .push_raw(b"-ERR 'invalid client protocol'\r\n");
+            return Err(Stop::Close(CloseReason::ProtocolViolation(
+                "client protocol",
+            )));
+        }
+        if opts.no_responders && !opts.headers {
+            self.shared
+                .out
+                .push_raw(b"-ERR 'no responders requires headers support'\r\n");
+            return Err(Stop::Close(CloseReason::ProtocolViolation("no responders")));
+        }
         self.verbose = opts.verbose;
         self.pedantic = opts.pedantic;
         self.echo = opts.echo;
@@ -383,16 +412,19 @@ impl Reader {
         Ok(())
     }
 
-    fn subscribe(&mut self, subj: Bytes, queue: Option<Bytes>, sid: Bytes) -> Result<(), Stop> {
+    /// Returns Ok(false) when the SUB was refused with an -ERR.
+    fn subscribe(&mut self, subj: Bytes, queue: Option<Bytes>, sid: Bytes) -> Result<bool, Stop> {
         if !subject::valid_sub_subject(&subj)
-            || queue.as_ref().is_some_and(|q| q.contains(&b'.') && self.pedantic)
+            || queue
+                .as_ref()
+                .is_some_and(|q| q.contains(&b'.') && self.pedantic)
         {
             self.reply(errors::INVALID_SUBJECT);
-            return Ok(());
+            return Ok(false);
         }
         if self.max_subs > 0 && self.shared.num_subs() >= self.max_subs {
             self.reply(errors::MAX_SUBSCRIPTIONS);
-            return Ok(());
+            return Ok(false);
         }
         // Copy out of the read buffer: a subscription lives long and must
         // not pin the buffer its SUB line arrived in.
@@ -406,7 +438,7 @@ impl Reader {
             let mut subs = self.shared.subs.lock();
             if subs.contains_key(&sid[..]) {
                 // nats-server ignores a SUB that reuses a live sid.
-                return Ok(());
+                return Ok(true);
             }
             subs.insert(sub.sid.clone(), sub.clone());
         }
@@ -417,7 +449,7 @@ impl Reader {
                 return Err(Stop::Close(CloseReason::Crashed));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Wait until every SUB sent so far is in the trie, so a later publish
@@ -457,7 +489,18 @@ impl Reader {
         self.batch_msgs += 1;
         self.batch_bytes += payload.len() as u64;
         if !subject::valid_pub_subject(&subj, self.pedantic) {
+            // Only a warning in nats-server: the message is still routed.
             self.reply(errors::INVALID_PUB_SUBJECT);
+        }
+        if self.verbose {
+            self.reply(b"+OK\r\n");
+        }
+        // A subject with an empty token (`a..b`, `.a`, `a.`) matches no
+        // subscription in nats-server, not even `>`.
+        if subj.first() == Some(&b'.')
+            || subj.last() == Some(&b'.')
+            || memchr::memmem::find(&subj, b"..").is_some()
+        {
             return;
         }
         let result = self
@@ -474,7 +517,7 @@ impl Reader {
         let delivered = self.deliver_all(&result, &msg);
         if delivered == 0 && self.no_responders {
             if let Some(reply) = &reply {
-                self.no_responders_reply(reply);
+                self.no_responders_reply(&subj, reply);
             }
         }
     }
@@ -514,7 +557,8 @@ impl Reader {
             return false;
         }
         let conn = &sub.conn;
-        let with_headers = msg.header_len.is_some() && conn.headers.load(std::sync::atomic::Ordering::Relaxed);
+        let with_headers =
+            msg.header_len.is_some() && conn.headers.load(std::sync::atomic::Ordering::Relaxed);
         let (payload, hdr_len) = match msg.header_len {
             // A subscriber that cannot take headers gets the body alone.
             Some(h) if !with_headers => (msg.payload.slice(h..), None),
@@ -569,22 +613,25 @@ impl Reader {
     }
 
     /// The requester asked to hear when nobody is listening: send it a
-    /// `503` status on its own reply subscription.
-    fn no_responders_reply(&mut self, reply: &Bytes) {
+    /// `503` status on its own plain subscription to the reply subject,
+    /// naming the subject nobody listens on, as nats-server does.
+    fn no_responders_reply(&mut self, subj: &[u8], reply: &Bytes) {
         let result = self.shared.account.router.lookup(reply);
         let own = result
             .psubs
             .iter()
-            .chain(result.qsubs.iter().flat_map(|(_, m)| m.iter()))
             .find(|s| Arc::ptr_eq(&s.conn, &self.shared))
             .cloned();
         if let Some(sub) = own {
-            const STATUS: &[u8] = b"NATS/1.0 503\r\n\r\n";
-            let payload = Bytes::from_static(STATUS);
+            let mut status = BytesMut::with_capacity(48 + subj.len());
+            status.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+            status.extend_from_slice(subj);
+            status.extend_from_slice(b"\r\n\r\n");
+            let payload = status.freeze();
             let msg = Msg {
                 subject: reply,
                 reply: None,
-                header_len: Some(STATUS.len()),
+                header_len: Some(payload.len()),
                 payload: &payload,
             };
             self.deliver(&sub, &msg);
@@ -606,7 +653,10 @@ impl Reader {
             self.batch_bytes = 0;
         }
         if self.batch_out_msgs > 0 {
-            self.ctx.stats.out_msgs.fetch_add(self.batch_out_msgs, Relaxed);
+            self.ctx
+                .stats
+                .out_msgs
+                .fetch_add(self.batch_out_msgs, Relaxed);
             self.ctx
                 .stats
                 .out_bytes

@@ -7,4 +7,4 @@ pub mod supervisor;
 
 pub use conn::{ConnActor, ConnMsg};
 pub use shared::{CloseReason, ConnKind, ConnShared};
-pub use supervisor::{ClientSupervisor, ClientSupMsg};
+pub use supervisor::{ClientSupMsg, ClientSupervisor};

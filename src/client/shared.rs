@@ -220,6 +220,13 @@ impl Outbound {
         o.pending = o.pending.saturating_sub(n);
     }
 
+    /// Stop accepting messages but keep what is queued, so the writer's
+    /// final flush still sends it (e.g. the `-ERR` that explains a close).
+    /// The writer calls `close` once it is done, which frees the queue.
+    pub fn seal(&self) {
+        self.inner.lock().closed = true;
+    }
+
     /// Stop accepting messages and drop what is queued.
     pub fn close(&self) {
         let mut o = self.inner.lock();
@@ -330,7 +337,11 @@ impl ConnShared {
         self.close(CloseReason::ClientClosed);
         let subs: Vec<_> = self.subs.lock().drain().map(|(_, s)| s).collect();
         self.account.router.unsubscribe(subs);
-        self.out.close();
+        // Seal rather than close: cleanup can run (from post_stop or the
+        // supervisor) before the writer's final flush, and dropping the
+        // queue here lost the `-ERR` line a protocol error had just queued.
+        // The writer always ends with `out.close()`, which frees the queue.
+        self.out.seal();
         true
     }
 

@@ -117,7 +117,10 @@ impl ClientSupervisor {
         let ctx = st.ctx.clone();
         let opts = ctx.opts();
         if ctx.conns.len() >= opts.max_connections {
-            tracing::warn!("{peer} - Maximum connections of {} exceeded", opts.max_connections);
+            tracing::warn!(
+                "{peer} - Maximum connections of {} exceeded",
+                opts.max_connections
+            );
             // Refuse off the supervisor's mailbox: a stuck peer must not delay admissions.
             let info = ctx.client_info_line_for(None, &peer);
             tokio::spawn(async move {
@@ -175,9 +178,7 @@ fn finish(ctx: &ServerContext, shared: &Arc<ConnShared>) {
     }
     ctx.note_closed(shared);
     if ctx.debug() {
-        let reason = shared
-            .close_reason()
-            .unwrap_or(CloseReason::ClientClosed);
+        let reason = shared.close_reason().unwrap_or(CloseReason::ClientClosed);
         tracing::debug!(
             "{} - cid:{} - Client connection closed: {reason}",
             shared.peer,

@@ -320,7 +320,11 @@ mod tests {
         assert_eq!(o.auth_timeout, Duration::from_millis(1500));
         assert_eq!(o.warnings.len(), 1);
         assert!(o.warnings[0].contains("bogus_key"), "{:?}", o.warnings);
-        assert!(o.warnings[0].starts_with("test.conf:6:"), "{:?}", o.warnings);
+        assert!(
+            o.warnings[0].starts_with("test.conf:6:"),
+            "{:?}",
+            o.warnings
+        );
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl ServerInfo {
         let mut line = b"INFO ".to_vec();
         // Serializing a struct of plain fields cannot fail.
         serde_json::to_writer(&mut line, self).expect("INFO serializes");
-        line.extend_from_slice(b"\r\n");
+        // nats-server puts a space between the JSON and CRLF; match it byte for byte.
+        line.extend_from_slice(b" \r\n");
         line
     }
 }
@@ -79,8 +80,9 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
-            verbose: false,
-            pedantic: false,
+            // nats-server's defaults when CONNECT omits them (or never comes).
+            verbose: true,
+            pedantic: true,
             tls_required: false,
             auth_token: None,
             user: None,

@@ -44,7 +44,10 @@ pub enum ClientOp {
 pub enum ProtocolError {
     UnknownOp,
     MaxControlLine,
-    MaxPayload { size: usize, max: usize },
+    MaxPayload {
+        size: usize,
+        max: usize,
+    },
     /// Arguments of a known operation are wrong; the string names the op.
     BadArgs(&'static str),
     /// The payload was not followed by CRLF: the size in the header lied.
@@ -269,7 +272,10 @@ fn split_op(line: &[u8]) -> (&[u8], &[u8]) {
 
 fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_space(b)).unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| !is_space(b)).map_or(start, |i| i + 1);
+    let end = s
+        .iter()
+        .rposition(|&b| !is_space(b))
+        .map_or(start, |i| i + 1);
     &s[start..end]
 }
 
@@ -329,7 +335,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ops.len(), 11);
-        assert_eq!(ops[0], ClientOp::Connect(Bytes::from_static(b"{\"verbose\":false}")));
+        assert_eq!(
+            ops[0],
+            ClientOp::Connect(Bytes::from_static(b"{\"verbose\":false}"))
+        );
         assert_eq!(
             ops[1],
             ClientOp::Pub {
@@ -381,7 +390,10 @@ mod tests {
         buf.extend_from_slice(b"lo worl");
         assert_eq!(p.next_op(&mut buf).unwrap(), None);
         buf.extend_from_slice(b"d\r\nPING\r\n");
-        assert!(matches!(p.next_op(&mut buf).unwrap(), Some(ClientOp::Pub { .. })));
+        assert!(matches!(
+            p.next_op(&mut buf).unwrap(),
+            Some(ClientOp::Pub { .. })
+        ));
         assert_eq!(p.next_op(&mut buf).unwrap(), Some(ClientOp::Ping));
         assert!(buf.is_empty());
     }
@@ -389,13 +401,34 @@ mod tests {
     #[test]
     fn errors() {
         assert_eq!(parse_all(b"FOO\r\n"), Err(ProtocolError::UnknownOp));
-        assert_eq!(parse_all(b"PUB foo\r\n"), Err(ProtocolError::BadArgs("PUB")));
-        assert_eq!(parse_all(b"PUB foo x\r\n"), Err(ProtocolError::BadArgs("PUB")));
-        assert_eq!(parse_all(b"PUB a b c 1\r\n"), Err(ProtocolError::BadArgs("PUB")));
-        assert_eq!(parse_all(b"HPUB a 5 2\r\n"), Err(ProtocolError::BadArgs("HPUB")));
-        assert_eq!(parse_all(b"SUB foo\r\n"), Err(ProtocolError::BadArgs("SUB")));
-        assert_eq!(parse_all(b"UNSUB\r\n"), Err(ProtocolError::BadArgs("UNSUB")));
-        assert_eq!(parse_all(b"PUB foo 2\r\nabc\r\n"), Err(ProtocolError::BadPayload));
+        assert_eq!(
+            parse_all(b"PUB foo\r\n"),
+            Err(ProtocolError::BadArgs("PUB"))
+        );
+        assert_eq!(
+            parse_all(b"PUB foo x\r\n"),
+            Err(ProtocolError::BadArgs("PUB"))
+        );
+        assert_eq!(
+            parse_all(b"PUB a b c 1\r\n"),
+            Err(ProtocolError::BadArgs("PUB"))
+        );
+        assert_eq!(
+            parse_all(b"HPUB a 5 2\r\n"),
+            Err(ProtocolError::BadArgs("HPUB"))
+        );
+        assert_eq!(
+            parse_all(b"SUB foo\r\n"),
+            Err(ProtocolError::BadArgs("SUB"))
+        );
+        assert_eq!(
+            parse_all(b"UNSUB\r\n"),
+            Err(ProtocolError::BadArgs("UNSUB"))
+        );
+        assert_eq!(
+            parse_all(b"PUB foo 2\r\nabc\r\n"),
+            Err(ProtocolError::BadPayload)
+        );
         assert_eq!(
             parse_all(b"PUB foo 2000000\r\n"),
             Err(ProtocolError::MaxPayload {

@@ -8,7 +8,9 @@ pub fn valid_sub_subject(s: &[u8]) -> bool {
     }
     let mut tokens = s.split(|&b| b == b'.').peekable();
     while let Some(t) = tokens.next() {
-        if t.is_empty() || t.iter().any(|&b| b == b' ' || b == b'\t' || b == b'\r' || b == b'\n')
+        if t.is_empty()
+            || t.iter()
+                .any(|&b| b == b' ' || b == b'\t' || b == b'\r' || b == b'\n')
         {
             return false;
         }
@@ -35,8 +37,9 @@ pub fn valid_pub_subject(s: &[u8], pedantic: bool) -> bool {
 /// A subject with no wildcard tokens and no empty tokens.
 pub fn valid_literal_subject(s: &[u8]) -> bool {
     !s.is_empty()
-        && s.split(|&b| b == b'.')
-            .all(|t| !t.is_empty() && t != b"*" && t != b">" && !t.iter().any(|&b| b == b' ' || b == b'\t'))
+        && s.split(|&b| b == b'.').all(|t| {
+            !t.is_empty() && t != b"*" && t != b">" && !t.iter().any(|&b| b == b' ' || b == b'\t')
+        })
 }
 
 /// Does the subject contain a wildcard token?
@@ -65,7 +68,16 @@ mod tests {
 
     #[test]
     fn subscription_subjects() {
-        for ok in ["foo", "foo.bar", "foo.*", "*", ">", "foo.>", "*.*.>", "_INBOX.abc.*"] {
+        for ok in [
+            "foo",
+            "foo.bar",
+            "foo.*",
+            "*",
+            ">",
+            "foo.>",
+            "*.*.>",
+            "_INBOX.abc.*",
+        ] {
             assert!(valid_sub_subject(ok.as_bytes()), "{ok}");
         }
         for bad in ["", "foo..bar", ".foo", "foo.", "foo.>.bar", "> .a"] {

@@ -200,7 +200,11 @@ impl Router {
     }
 
     fn actor_of(shard: &Shard) -> Result<ActorRef<ShardMsg>, RouterError> {
-        shard.actor.read().clone().ok_or(RouterError::ShardUnavailable)
+        shard
+            .actor
+            .read()
+            .clone()
+            .ok_or(RouterError::ShardUnavailable)
     }
 
     /// Ask the owning shard to add the subscription. The returned receiver
@@ -249,7 +253,10 @@ impl Router {
     pub fn lookup(&self, subject: &[u8]) -> SubResult {
         let mut out = SubResult::default();
         let first = subject.split(|&b| b == b'.').next().unwrap_or_default();
-        self.literal_shard(first).index.read().matches(subject, &mut out);
+        self.literal_shard(first)
+            .index
+            .read()
+            .matches(subject, &mut out);
         self.wildcard_shard()
             .index
             .read()

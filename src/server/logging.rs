@@ -37,7 +37,11 @@ where
         };
         write!(w, "[{}] ", self.pid)?;
         if self.logtime {
-            write!(w, "{} ", chrono::Local::now().format("%Y/%m/%d %H:%M:%S%.6f"))?;
+            write!(
+                w,
+                "{} ",
+                chrono::Local::now().format("%Y/%m/%d %H:%M:%S%.6f")
+            )?;
         }
         write!(w, "[{level}] ")?;
         ctx.field_format().format_fields(w.by_ref(), event)?;
@@ -90,9 +94,7 @@ pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std
                 .create(true)
                 .append(true)
                 .open(path)?;
-            builder
-                .with_writer(FileWriter(Mutex::new(f)))
-                .try_init()
+            builder.with_writer(FileWriter(Mutex::new(f))).try_init()
         }
         None => builder.with_writer(std::io::stderr).try_init(),
     };

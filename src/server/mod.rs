@@ -173,7 +173,11 @@ impl Server {
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;
         let http_listener = if opts.http_port != 0 {
-            let p = if opts.http_port < 0 { 0 } else { opts.http_port as u16 };
+            let p = if opts.http_port < 0 {
+                0
+            } else {
+                opts.http_port as u16
+            };
             Some(
                 TcpListener::bind((opts.http_host.as_str(), p))
                     .await
@@ -414,4 +418,3 @@ impl Actor for ServerSupervisor {
         Ok(())
     }
 }
-

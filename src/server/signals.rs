@@ -45,7 +45,10 @@ pub fn send(spec: &str, pid_file: Option<&Path>) -> Result<(), String> {
         "ldm" => libc::SIGUSR2,
         _ => return Err(format!("unknown signal \"{name}\"")),
     };
-    let pid = match target.map(str::to_string).or_else(|| pid_file.map(|p| p.display().to_string())) {
+    let pid = match target
+        .map(str::to_string)
+        .or_else(|| pid_file.map(|p| p.display().to_string()))
+    {
         Some(t) => match t.parse::<i32>() {
             Ok(p) => p,
             Err(_) => std::fs::read_to_string(&t)

@@ -1,0 +1,244 @@
+//! `rnats`: a command-line client and load tool for NATS servers.
+//!
+//! `pub`, `sub`, `req` and `reply` use the async-nats client (so they work
+//! against any NATS server, with credentials in the URL); `bench` speaks
+//! the wire protocol directly so the load generator spends as little CPU
+//! as possible and the server under test is what gets measured.
+
+mod bench;
+mod raw;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+
+#[derive(Parser, Debug)]
+#[command(name = "rnats", version, about = "NATS client and benchmark tool")]
+struct Cli {
+    /// Server URLs, comma separated (nats://[user:pass@|token@]host:port)
+    #[arg(
+        short = 's',
+        long = "server",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    server: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Publish a message
+    Pub {
+        subject: String,
+        #[arg(default_value = "")]
+        payload: String,
+        /// Publish this many times
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Header as key:value (repeatable)
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Reply subject
+        #[arg(long)]
+        reply: Option<String>,
+    },
+    /// Subscribe and print messages
+    Sub {
+        subject: String,
+        /// Queue group
+        #[arg(short, long)]
+        queue: Option<String>,
+        /// Exit after this many messages (0 = never)
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Send a request and print the reply
+    Req {
+        subject: String,
+        #[arg(default_value = "")]
+        payload: String,
+        /// Timeout, e.g. 2s or 500ms
+        #[arg(long, default_value = "2s")]
+        timeout: String,
+    },
+    /// Answer requests with a fixed response
+    Reply {
+        subject: String,
+        #[arg(default_value = "")]
+        response: String,
+        #[arg(short, long)]
+        queue: Option<String>,
+        /// Exit after this many requests (0 = never)
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
+    /// Measure throughput and latency (like `nats bench`)
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rnats: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rnats: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn connect(servers: &str) -> Result<async_nats::Client, Error> {
+    let addrs: Vec<async_nats::ServerAddr> = servers
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    Ok(async_nats::ConnectOptions::new()
+        .name("rnats")
+        .connect(addrs)
+        .await?)
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    match cli.cmd {
+        Cmd::Bench(args) => bench::run(&cli.server, args).await,
+        Cmd::Pub {
+            subject,
+            payload,
+            count,
+            headers,
+            reply,
+        } => {
+            let client = connect(&cli.server).await?;
+            let mut map = async_nats::HeaderMap::new();
+            for h in &headers {
+                let (k, v) = h
+                    .split_once(':')
+                    .ok_or_else(|| format!("header \"{h}\" is not key:value"))?;
+                map.insert(k.trim(), v.trim());
+            }
+            for _ in 0..count {
+                let body = bytes::Bytes::from(payload.clone());
+                match (&reply, headers.is_empty()) {
+                    (Some(r), true) => {
+                        client
+                            .publish_with_reply(subject.clone(), r.clone(), body)
+                            .await?
+                    }
+                    (Some(r), false) => {
+                        client
+                            .publish_with_reply_and_headers(
+                                subject.clone(),
+                                r.clone(),
+                                map.clone(),
+                                body,
+                            )
+                            .await?
+                    }
+                    (None, true) => client.publish(subject.clone(), body).await?,
+                    (None, false) => {
+                        client
+                            .publish_with_headers(subject.clone(), map.clone(), body)
+                            .await?
+                    }
+                }
+            }
+            client.flush().await?;
+            println!("Published {count} message(s) to \"{subject}\"");
+            Ok(())
+        }
+        Cmd::Sub {
+            subject,
+            queue,
+            count,
+        } => {
+            let client = connect(&cli.server).await?;
+            let mut sub = match queue {
+                Some(q) => client.queue_subscribe(subject.clone(), q).await?,
+                None => client.subscribe(subject.clone()).await?,
+            };
+            println!("Subscribing on \"{subject}\"");
+            let mut n = 0u64;
+            while let Some(msg) = sub.next().await {
+                n += 1;
+                println!(
+                    "[#{n}] Received on \"{}\"{}",
+                    msg.subject,
+                    msg.reply
+                        .as_ref()
+                        .map(|r| format!(" with reply \"{r}\""))
+                        .unwrap_or_default()
+                );
+                if let Some(h) = &msg.headers {
+                    for (k, vs) in h.iter() {
+                        for v in vs {
+                            println!("{k}: {v}");
+                        }
+                    }
+                }
+                println!("{}\n", String::from_utf8_lossy(&msg.payload));
+                if count > 0 && n >= count {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        Cmd::Req {
+            subject,
+            payload,
+            timeout,
+        } => {
+            let client = connect(&cli.server).await?;
+            let timeout = rnats::config::parse_duration(&timeout)
+                .ok_or_else(|| format!("invalid timeout \"{timeout}\""))?;
+            let req = async_nats::Request::new()
+                .payload(payload.into())
+                .timeout(Some(timeout));
+            let msg = client.send_request(subject, req).await?;
+            println!("{}", String::from_utf8_lossy(&msg.payload));
+            Ok(())
+        }
+        Cmd::Reply {
+            subject,
+            response,
+            queue,
+            count,
+        } => {
+            let client = connect(&cli.server).await?;
+            let mut sub = match queue {
+                Some(q) => client.queue_subscribe(subject.clone(), q).await?,
+                None => client.subscribe(subject.clone()).await?,
+            };
+            println!("Listening for requests on \"{subject}\"");
+            let mut n = 0u64;
+            while let Some(msg) = sub.next().await {
+                if let Some(reply) = msg.reply {
+                    client.publish(reply, response.clone().into()).await?;
+                    client.flush().await?;
+                }
+                n += 1;
+                if count > 0 && n >= count {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(())
+        }
+    }
+}
