@@ -5,4 +5,7 @@ pub mod info;
 pub mod parser;
 pub mod subject;
 
+#[cfg(test)]
+mod proptests;
+
 pub use parser::{ClientOp, Limits, Parser, ProtocolError};

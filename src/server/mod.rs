@@ -237,6 +237,7 @@ impl Server {
         }
         tracing::info!("Listening for client connections on {}", client_addr);
         tracing::info!("Server is ready");
+        tokio::spawn(release_memory(ctx.clone()));
         let done = tokio::spawn(async move {
             let _ = handle.await;
         });
@@ -268,6 +269,43 @@ impl Server {
         let _ = self.done.await;
     }
 }
+
+/// Hand freed memory back to the OS after a flood is over. glibc's
+/// allocator keeps freed pages in its arenas, which is why a server's RSS
+/// tends to stay at its peak; `malloc_trim` returns them. Runs only when
+/// connections, subscriptions or traffic went down or through a lot, so an
+/// idle or steady server pays nothing.
+async fn release_memory(ctx: Arc<ServerContext>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let (mut conns, mut subs, mut bytes) = (0usize, 0usize, 0u64);
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now_conns = ctx.conns.len();
+        let now_subs = ctx.global_account.router.count();
+        let now_bytes = ctx.stats.in_bytes.load(Relaxed) + ctx.stats.out_bytes.load(Relaxed);
+        let shrank = now_conns < conns || now_subs < subs;
+        let churned = now_bytes.saturating_sub(bytes) > 64 * 1024 * 1024;
+        (conns, subs, bytes) = (now_conns, now_subs, now_bytes);
+        if shrank || churned {
+            trim_heap();
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 pub enum SupervisorMsg {}
 
