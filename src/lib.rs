@@ -3,12 +3,14 @@
 //! message.
 
 pub mod account;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod monitor;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod tls;
 
 /// The Rust toolchain that built us (the INFO `go` field's counterpart).
 pub const RUST_TOOLCHAIN: &str = env!("RNATS_RUST_TOOLCHAIN");

@@ -38,6 +38,12 @@ pub struct Options {
     pub router_shards: usize,
     /// Warnings found while loading (unknown keys, JetStream).
     pub warnings: Vec<String>,
+    /// The `authorization` block (or `--user`/`--pass`/`--auth`).
+    pub auth: crate::auth::AuthConfig,
+    /// The `tls` block (or the `--tls*` flags); `None` means plain TCP.
+    pub tls: Option<crate::tls::TlsOptions>,
+    /// rnats's `auth_limits` block: failed-login bans and connection rate.
+    pub auth_limits: crate::auth::AuthLimits,
 }
 
 impl Default for Options {
@@ -66,6 +72,9 @@ impl Default for Options {
             pid_file: None,
             router_shards: 4,
             warnings: Vec::new(),
+            auth: crate::auth::AuthConfig::default(),
+            tls: None,
+            auth_limits: crate::auth::AuthLimits::default(),
         }
     }
 }
@@ -127,6 +136,8 @@ impl Options {
                 "log_file" | "logfile" => self.log_file = Some(string(v)?.into()),
                 "pid_file" | "pidfile" => self.pid_file = Some(string(v)?.into()),
                 "authorization" => self.apply_authorization(v)?,
+                "tls" => self.tls = Some(crate::tls::TlsOptions::from_config(v)?),
+                "auth_limits" => self.auth_limits = crate::auth::AuthLimits::from_config(v)?,
                 "jetstream" => self
                     .warnings
                     .push("JetStream is not part of rnats; the jetstream block is ignored".into()),
@@ -148,12 +159,11 @@ impl Options {
     }
 
     fn apply_authorization(&mut self, v: &Spanned) -> Result<(), ConfigError> {
-        let map = v
-            .as_map()
-            .ok_or_else(|| err(v, "authorization must be a block"))?;
-        if let Some(t) = parser::get(map, "timeout") {
-            self.auth_timeout = duration(t)?;
+        let auth = crate::auth::AuthConfig::from_config(v, &mut self.warnings)?;
+        if let Some(t) = auth.timeout {
+            self.auth_timeout = t;
         }
+        self.auth = auth;
         Ok(())
     }
 
@@ -325,6 +335,67 @@ mod tests {
             "{:?}",
             o.warnings
         );
+    }
+
+    #[test]
+    fn security_blocks() {
+        use crate::auth::conf::testing::{arr, i, map, s};
+        let top = |k: &str, v| vec![(k.to_string(), v)];
+        let mut o = Options::default();
+        let mut m = top(
+            "authorization",
+            map(vec![
+                ("timeout", i(3)),
+                (
+                    "users",
+                    arr(vec![map(vec![("user", s("a")), ("password", s("b"))])]),
+                ),
+            ]),
+        );
+        m.extend(top(
+            "tls",
+            map(vec![("cert_file", s("c.pem")), ("key_file", s("k.pem"))]),
+        ));
+        m.extend(top("auth_limits", map(vec![("max_failures", i(4))])));
+        o.apply(&m).unwrap();
+        assert_eq!(o.auth_timeout, Duration::from_secs(3));
+        assert_eq!(o.auth.users.len(), 1);
+        assert!(o.auth.is_enabled());
+        assert_eq!(
+            o.tls.as_ref().map(|t| t.cert_file.clone()),
+            Some("c.pem".into())
+        );
+        assert_eq!(o.auth_limits.max_failures, 4);
+        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+
+        let bad = top("tls", map(vec![("cert_file", s("c.pem"))]));
+        assert!(Options::default().apply(&bad).is_err());
+    }
+
+    #[test]
+    fn security_blocks_from_text() {
+        // The seed security document's example, bcrypt hash unquoted.
+        let map = parser::parse_str(
+            "listen: 127.0.0.1:4443\n\
+             tls {\n  cert_file: \"./server-cert.pem\"\n  key_file: \"./server-key.pem\"\n  \
+             timeout: 2\n}\n\
+             authorization {\n  user: derek\n  \
+             password: $2a$11$W2zko751KUvVy59mUTWmpOdWjpEm5qhcCZRd05GjI/sSOT.xtiHyG\n  \
+             timeout: 1\n}\n",
+            "sec.conf",
+        )
+        .unwrap();
+        let mut o = Options::default();
+        o.apply(&map).unwrap();
+        assert_eq!(o.auth.user.as_deref(), Some("derek"));
+        assert_eq!(
+            o.auth.password.as_ref().and_then(|p| p.bcrypt_cost()),
+            Some(11)
+        );
+        assert_eq!(o.auth_timeout, Duration::from_secs(1));
+        let tls = o.tls.expect("tls");
+        assert_eq!(tls.timeout, Duration::from_secs(2));
+        assert_eq!(tls.key_file, std::path::PathBuf::from("./server-key.pem"));
     }
 
     #[test]

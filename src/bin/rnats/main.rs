@@ -4,8 +4,12 @@
 //! against any NATS server, with credentials in the URL); `bench` speaks
 //! the wire protocol directly so the load generator spends as little CPU
 //! as possible and the server under test is what gets measured.
+//! `passwd` and `certs dev` are offline helpers for the `authorization` and
+//! `tls` configuration blocks.
 
 mod bench;
+mod certs;
+mod passwd;
 mod raw;
 
 use std::process::ExitCode;
@@ -79,6 +83,10 @@ enum Cmd {
     },
     /// Measure throughput and latency (like `nats bench`)
     Bench(bench::BenchArgs),
+    /// Make a bcrypt hash for the authorization block (like mkpasswd)
+    Passwd(passwd::PasswdArgs),
+    /// Generate certificates
+    Certs(certs::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -118,6 +126,8 @@ async fn connect(servers: &str) -> Result<async_nats::Client, Error> {
 async fn run(cli: Cli) -> Result<(), Error> {
     match cli.cmd {
         Cmd::Bench(args) => bench::run(&cli.server, args).await,
+        Cmd::Passwd(args) => passwd::run(&args),
+        Cmd::Certs(args) => certs::run(&args),
         Cmd::Pub {
             subject,
             payload,
