@@ -189,6 +189,12 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
     if let Some(p) = cli.http_port {
         opts.http_port = p;
     }
+    // nats-server's monitor listens on the client host unless told
+    // otherwise (`-a 127.0.0.1 -m 8222` serves on 127.0.0.1:8222); a
+    // still-default http_host follows the client host from -a or the file.
+    if opts.http_host == Options::default().http_host {
+        opts.http_host = opts.host.clone();
+    }
     if let Some(p) = cli.https_port {
         opts.https_port = p;
     }

@@ -35,6 +35,8 @@ pub struct ConnArgs {
     pub ctx: Arc<ServerContext>,
     pub reader: BoxRead,
     pub writer: BoxWrite,
+    /// INFO already went out (before a TLS handshake, or queued inside it).
+    pub info_sent: bool,
 }
 
 pub enum ConnMsg {
@@ -68,9 +70,12 @@ impl Actor for ConnActor {
             ctx,
             reader,
             writer,
+            info_sent,
         } = args;
         // INFO goes first, before anything the client could trigger.
-        shared.out.send_now(&ctx.client_info_line(&shared));
+        if !info_sent {
+            shared.out.send_now(&ctx.client_info_line(&shared));
+        }
         tokio::spawn(run_writer(shared.clone(), ctx.clone(), writer));
         let reader_task = Reader::new(shared.clone(), ctx).run(reader);
         tokio::spawn(async move {
@@ -347,8 +352,13 @@ impl Reader {
                 (errors::MAX_PAYLOAD, CloseReason::MaxPayloadExceeded)
             }
             ProtocolError::BadArgs(op) => {
-                let msg = format!("-ERR 'Processing {op} Arguments'\r\n");
-                self.shared.out.push_raw(msg.as_bytes());
+                // nats-server closes on malformed arguments without any -ERR
+                // line (it only logs e.g. `processPub Parse Error`).
+                tracing::error!(
+                    "{} - cid:{} - {op} arguments malformed",
+                    self.shared.peer,
+                    self.shared.cid
+                );
                 return self.close_after_error(CloseReason::ProtocolViolation("bad arguments"));
             }
             ProtocolError::BadPayload => (
@@ -372,14 +382,26 @@ impl Reader {
     }
 
     fn connect(&mut self, json: &[u8]) -> Result<(), Stop> {
-        let opts: ConnectOptions = match serde_json::from_slice(json) {
+        // Like nats-server, a CONNECT that is not a valid JSON object closes
+        // the connection without an -ERR line. (serde would take `[]` for a
+        // struct, hence the check for `{`.)
+        let parsed: Result<ConnectOptions, String> = if json.first() == Some(&b'{') {
+            serde_json::from_slice(json).map_err(|e| e.to_string())
+        } else {
+            Err("not a JSON object".into())
+        };
+        let opts = match parsed {
             Ok(o) => o,
-            Err(_) => {
-                self.shared.out.push_raw(b"-ERR 'Invalid CONNECT'\r\n");
+            Err(e) => {
+                tracing::error!(
+                    "{} - cid:{} - invalid CONNECT: {e}",
+                    self.shared.peer,
+                    self.shared.cid
+                );
                 return Err(Stop::Close(CloseReason::ProtocolViolation("bad CONNECT")));
             }
         };
-        if opts.protocol > 1 {
+        if !(0..=1).contains(&opts.protocol) {
             self.shared
                 .out
                 .push_raw(b"-ERR 'invalid client protocol'\r\n");
@@ -515,10 +537,11 @@ impl Reader {
             payload: &payload,
         };
         let delivered = self.deliver_all(&result, &msg);
-        if delivered == 0 && self.no_responders {
-            if let Some(reply) = &reply {
-                self.no_responders_reply(&subj, reply);
-            }
+        if delivered == 0
+            && self.no_responders
+            && let Some(reply) = &reply
+        {
+            self.no_responders_reply(&subj, reply);
         }
     }
 

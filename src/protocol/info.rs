@@ -68,7 +68,9 @@ pub struct ConnectOptions {
     pub name: Option<String>,
     pub lang: Option<String>,
     pub version: Option<String>,
-    pub protocol: u32,
+    /// Signed: nats-server answers a negative protocol with
+    /// 'invalid client protocol' rather than a JSON error.
+    pub protocol: i64,
     pub echo: bool,
     pub sig: Option<String>,
     pub jwt: Option<String>,

@@ -113,13 +113,31 @@ impl Parser {
     pub fn next_op(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtocolError> {
         if let Some(p) = &self.pending {
             if buf.len() < p.size + 2 {
+                // nats-server rejects a wrong byte after the payload as soon
+                // as it arrives, without waiting for a second one.
+                if buf.len() > p.size && buf[p.size] != b'\r' {
+                    return Err(ProtocolError::BadPayload);
+                }
                 return Ok(None);
             }
             let p = self.pending.take().expect("checked above");
             return take_payload(buf, p).map(Some);
         }
         let Some(nl) = memchr::memchr(b'\n', buf) else {
-            if buf.len() > self.limits.max_control_line {
+            // Like nats-server's byte-at-a-time parser: an op name that
+            // cannot become a known one is refused before its line ends.
+            if !could_be_op(buf) {
+                return Err(ProtocolError::UnknownOp);
+            }
+            // A hard cap as well, so a line of blanks cannot grow forever.
+            if args_len(buf) > self.limits.max_control_line
+                || buf.len()
+                    > self
+                        .limits
+                        .max_control_line
+                        .saturating_mul(4)
+                        .max(64 * 1024)
+            {
                 return Err(ProtocolError::MaxControlLine);
             }
             return Ok(None);
@@ -130,18 +148,39 @@ impl Parser {
         } else {
             nl
         };
-        if end > self.limits.max_control_line {
+        if !could_be_op(&buf[..end]) {
+            return Err(ProtocolError::UnknownOp);
+        }
+        // nats-server applies max_control_line to the arguments only.
+        if args_len(&buf[..end]) > self.limits.max_control_line {
             return Err(ProtocolError::MaxControlLine);
         }
         let line = buf.split_to(nl + 1).freeze().slice(..end);
+        if line.first().copied().is_some_and(is_space) {
+            // nats-server allows no blanks before the op name.
+            return Err(ProtocolError::UnknownOp);
+        }
         let (op, rest) = split_op(&line);
+        // nats-server's parser needs a blank after PUB, HPUB, SUB and UNSUB:
+        // without one (`SUB\r\n`) the op itself is unknown, while a blank
+        // followed by bad arguments is an argument error.
+        let has_args = line.len() > op.len();
         let op = match op.len() {
+            3..=5
+                if !has_args
+                    && [&b"PUB"[..], b"HPUB", b"SUB", b"UNSUB"]
+                        .iter()
+                        .any(|o| eq_ic(op, o)) =>
+            {
+                return Err(ProtocolError::UnknownOp);
+            }
             3 if eq_ic(op, b"PUB") => return self.parse_pub(&line, rest, false, buf),
             4 if eq_ic(op, b"HPUB") => return self.parse_pub(&line, rest, true, buf),
             3 if eq_ic(op, b"SUB") => parse_sub(&line, rest)?,
             5 if eq_ic(op, b"UNSUB") => parse_unsub(&line, rest)?,
-            4 if eq_ic(op, b"PING") => ClientOp::Ping,
-            4 if eq_ic(op, b"PONG") => ClientOp::Pong,
+            // nats-server checks only the first four letters: `PINGX` is a PING.
+            4.. if eq_ic(&op[..4], b"PING") => ClientOp::Ping,
+            4.. if eq_ic(&op[..4], b"PONG") => ClientOp::Pong,
             7 if eq_ic(op, b"CONNECT") => {
                 let json = line.slice_ref(trim(rest));
                 if json.is_empty() {
@@ -151,7 +190,8 @@ impl Parser {
             }
             4 if eq_ic(op, b"INFO") => ClientOp::Ignored,
             3 if eq_ic(op, b"+OK") => ClientOp::Ignored,
-            4 if eq_ic(op, b"-ERR") => ClientOp::Ignored,
+            // nats-server closes on a client's -ERR, sending nothing back.
+            4 if eq_ic(op, b"-ERR") => return Err(ProtocolError::BadArgs("-ERR")),
             _ => return Err(ProtocolError::UnknownOp),
         };
         Ok(Some(op))
@@ -200,6 +240,9 @@ impl Parser {
             size,
         };
         if buf.len() < size + 2 {
+            if buf.len() > size && buf[size] != b'\r' {
+                return Err(ProtocolError::BadPayload);
+            }
             self.pending = Some(p);
             return Ok(None);
         }
@@ -246,15 +289,51 @@ fn parse_unsub(line: &Bytes, rest: &[u8]) -> Result<ClientOp, ProtocolError> {
             sid: line.slice_ref(args[0]),
             max: None,
         }),
-        Some(2) => {
-            let max = parse_size(args[1]).ok_or(ProtocolError::BadArgs("UNSUB"))?;
-            Ok(ClientOp::Unsub {
-                sid: line.slice_ref(args[0]),
-                max: Some(max as u64),
-            })
-        }
+        // nats-server takes a max that is not a positive number (`0`,
+        // `abc`) as a plain UNSUB: the subscription goes at once.
+        Some(2) => Ok(ClientOp::Unsub {
+            sid: line.slice_ref(args[0]),
+            max: parse_size(args[1]).filter(|&m| m > 0).map(|m| m as u64),
+        }),
         _ => Err(ProtocolError::BadArgs("UNSUB")),
     }
+}
+
+/// Op names a client may send.
+const OPS: [&[u8]; 10] = [
+    b"CONNECT", b"PUB", b"HPUB", b"SUB", b"UNSUB", b"PING", b"PONG", b"INFO", b"+OK", b"-ERR",
+];
+
+/// Could `line` (complete or not) start with a known op name? Only the
+/// letters up to an op's length are compared, as nats-server does
+/// (`PINGX` is a PING to it).
+fn could_be_op(line: &[u8]) -> bool {
+    let name_len = line
+        .iter()
+        .position(|&b| is_space(b) || b == b'\r')
+        .unwrap_or(line.len());
+    let name = &line[..name_len];
+    if name.is_empty() {
+        // An empty line or leading blanks: decided once the line is complete.
+        return true;
+    }
+    let complete = name_len < line.len();
+    OPS.iter().any(|op| {
+        let n = name.len().min(op.len());
+        eq_ic(&name[..n], &op[..n]) && (!complete || name.len() >= op.len())
+    })
+}
+
+/// Length of the argument part of a control line: what follows the op name
+/// and the blanks after it (nats-server's max_control_line counts only this).
+fn args_len(line: &[u8]) -> usize {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let name_end = line.iter().position(|&b| is_space(b)).unwrap_or(line.len());
+    let args_start = line[name_end..]
+        .iter()
+        .position(|&b| !is_space(b))
+        .map_or(line.len(), |i| name_end + i);
+    line.len() - args_start
 }
 
 fn is_space(b: u8) -> bool {
@@ -384,9 +463,10 @@ mod tests {
     #[test]
     fn payload_split_across_reads() {
         let mut p = Parser::new(Limits::default());
-        let mut buf = BytesMut::from(&b"PUB foo 10\r\nhel"[..]);
+        // "hello world" is 11 bytes (this test used to declare 10).
+        let mut buf = BytesMut::from(&b"PUB foo 11\r\nhel"[..]);
         assert_eq!(p.next_op(&mut buf).unwrap(), None);
-        assert_eq!(p.needed(&buf), 9);
+        assert_eq!(p.needed(&buf), 10);
         buf.extend_from_slice(b"lo worl");
         assert_eq!(p.next_op(&mut buf).unwrap(), None);
         buf.extend_from_slice(b"d\r\nPING\r\n");
@@ -422,8 +502,38 @@ mod tests {
             Err(ProtocolError::BadArgs("SUB"))
         );
         assert_eq!(
-            parse_all(b"UNSUB\r\n"),
+            parse_all(b"UNSUB 1 2 3\r\n"),
             Err(ProtocolError::BadArgs("UNSUB"))
+        );
+        // No blank after the op name: nats-server calls the op unknown.
+        for no_args in [&b"UNSUB\r\n"[..], b"SUB\r\n", b"PUB\r\n", b"HPUB\r\n"] {
+            assert_eq!(parse_all(no_args), Err(ProtocolError::UnknownOp));
+        }
+        assert_eq!(parse_all(b"\tPING\r\n"), Err(ProtocolError::UnknownOp));
+        assert_eq!(parse_all(b"PINGX\r\n"), Ok(vec![ClientOp::Ping]));
+        // A max that is not a positive number is a plain UNSUB.
+        for unsub in [&b"UNSUB 1 0\r\n"[..], b"UNSUB 1 abc\r\n"] {
+            assert_eq!(
+                parse_all(unsub),
+                Ok(vec![ClientOp::Unsub {
+                    sid: Bytes::from_static(b"1"),
+                    max: None
+                }])
+            );
+        }
+        assert_eq!(parse_all(b"\r\n"), Err(ProtocolError::UnknownOp));
+        // Unknown op names are refused before the line is complete...
+        assert_eq!(parse_all(b"FOO"), Err(ProtocolError::UnknownOp));
+        assert_eq!(parse_all(b"PUX"), Err(ProtocolError::UnknownOp));
+        assert_eq!(parse_all(b"PIN"), Ok(vec![]));
+        // ...and so is a wrong byte right after a payload.
+        assert_eq!(
+            parse_all(b"PUB foo 1\r\nab"),
+            Err(ProtocolError::BadPayload)
+        );
+        assert_eq!(
+            parse_all(b"-ERR 'x'\r\n"),
+            Err(ProtocolError::BadArgs("-ERR"))
         );
         assert_eq!(
             parse_all(b"PUB foo 2\r\nabc\r\n"),
@@ -437,6 +547,16 @@ mod tests {
             })
         );
         let long = vec![b'A'; 5000];
+        assert_eq!(parse_all(&long), Err(ProtocolError::UnknownOp));
+        // max_control_line (4096) counts the arguments only.
+        let mut ok = b"SUB ".to_vec();
+        ok.extend(std::iter::repeat_n(b'a', 4094));
+        ok.extend_from_slice(b" 1\r\n");
+        assert_eq!(parse_all(&ok).map(|ops| ops.len()), Ok(1));
+        let mut long = b"PUB foo ".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 5000));
+        assert_eq!(parse_all(&long), Err(ProtocolError::MaxControlLine));
+        long.extend_from_slice(b" 1\r\n");
         assert_eq!(parse_all(&long), Err(ProtocolError::MaxControlLine));
     }
 }

@@ -89,9 +89,7 @@ impl Subscription {
         }
         let max = self.max.load(Ordering::Acquire);
         let n = self.delivered.fetch_add(1, Ordering::AcqRel) + 1;
-        if max == 0 {
-            Admit::Deliver
-        } else if n < max {
+        if max == 0 || n < max {
             Admit::Deliver
         } else if n == max {
             Admit::DeliverLast

@@ -192,6 +192,9 @@ fn visit(node: &Node, rest: &[&[u8]], out: &mut SubResult) {
 /// Token splitting without a heap allocation for the common case of a
 /// subject with up to 16 tokens.
 mod smallvec_tokens {
+    // The inline variant is large on purpose: it lives on the stack for
+    // one match and saves the allocation.
+    #[allow(clippy::large_enum_variant)]
     pub enum Tokens<'a> {
         Inline([&'a [u8]; 16], usize),
         Heap(Vec<&'a [u8]>),

@@ -1,0 +1,487 @@
+//! Core publish/subscribe behaviour, driven by async-nats and by raw
+//! protocol clients against an in-process server over real TCP.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use common::*;
+use futures::StreamExt;
+
+#[tokio::test]
+async fn publish_reaches_subscriber() {
+    let server = start_default().await;
+    let sub_client = nats(server.client_addr()).await;
+    let pub_client = nats(server.client_addr()).await;
+    let mut sub = sub_client.subscribe("greet.hello").await.unwrap();
+    barrier(&sub_client).await;
+
+    pub_client
+        .publish("greet.hello", Bytes::from_static(b"world"))
+        .await
+        .unwrap();
+    barrier(&pub_client).await;
+
+    let msg = next_msg(&mut sub).await;
+    assert_eq!(msg.subject.as_str(), "greet.hello");
+    assert_eq!(&msg.payload[..], b"world");
+    assert!(msg.reply.is_none());
+    server.shutdown().await;
+}
+
+/// Collect payloads until one equal to "end" arrives.
+async fn until_end(sub: &mut async_nats::Subscriber) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        let m = next_msg(sub).await;
+        if m.subject.starts_with("_INBOX.") {
+            // The `barrier` round trip of the subscribing client.
+            continue;
+        }
+        let p = String::from_utf8(m.payload.to_vec()).unwrap();
+        let done = p == "end";
+        got.push(format!("{}={p}", m.subject));
+        if done {
+            return got;
+        }
+    }
+    panic!("no end marker: {got:?}");
+}
+
+#[tokio::test]
+async fn wildcards_match_and_do_not_overmatch() {
+    let server = start_default().await;
+    let s = nats(server.client_addr()).await;
+    let p = nats(server.client_addr()).await;
+    let mut star = s.subscribe("foo.*").await.unwrap();
+    let mut tail = s.subscribe("foo.>").await.unwrap();
+    let mut all = s.subscribe(">").await.unwrap();
+    let mut star_bar = s.subscribe("*.bar").await.unwrap();
+    let mut literal = s.subscribe("foo.bar").await.unwrap();
+    barrier(&s).await;
+
+    // Publish in one order from one connection; "foo.bar"="end" goes last
+    // and matches every subscription, so anything wrongly delivered shows
+    // up before it.
+    for subj in [
+        "foo",
+        "foo.bar",
+        "foo.bar.baz",
+        "bar.baz",
+        "fooo.bar",
+        "foo.baz",
+    ] {
+        p.publish(subj, Bytes::from(subj)).await.unwrap();
+    }
+    p.publish("foo.bar", Bytes::from_static(b"end"))
+        .await
+        .unwrap();
+    barrier(&p).await;
+
+    assert_eq!(
+        until_end(&mut star).await,
+        ["foo.bar=foo.bar", "foo.baz=foo.baz", "foo.bar=end"]
+    );
+    assert_eq!(
+        until_end(&mut tail).await,
+        [
+            "foo.bar=foo.bar",
+            "foo.bar.baz=foo.bar.baz",
+            "foo.baz=foo.baz",
+            "foo.bar=end"
+        ]
+    );
+    assert_eq!(
+        until_end(&mut all).await,
+        [
+            "foo=foo",
+            "foo.bar=foo.bar",
+            "foo.bar.baz=foo.bar.baz",
+            "bar.baz=bar.baz",
+            "fooo.bar=fooo.bar",
+            "foo.baz=foo.baz",
+            "foo.bar=end"
+        ]
+    );
+    assert_eq!(
+        until_end(&mut star_bar).await,
+        ["foo.bar=foo.bar", "fooo.bar=fooo.bar", "foo.bar=end"]
+    );
+    assert_eq!(
+        until_end(&mut literal).await,
+        ["foo.bar=foo.bar", "foo.bar=end"]
+    );
+    server.shutdown().await;
+}
+
+/// Everything already delivered to `sub`'s connection is in its channel
+/// once a `barrier` on that connection has returned (async-nats handles
+/// the socket in order); take it without waiting.
+fn drain_now(sub: &mut async_nats::Subscriber) -> Vec<Bytes> {
+    use futures::FutureExt;
+    let mut out = Vec::new();
+    // `unconstrained`: tokio's co-operative budget would otherwise make a
+    // ready channel look empty after ~128 polls.
+    while let Some(Some(m)) = tokio::task::unconstrained(sub.next()).now_or_never() {
+        out.push(m.payload);
+    }
+    out
+}
+
+#[tokio::test]
+async fn queue_group_delivers_each_message_exactly_once() {
+    const N: usize = 1000;
+    let server = start_default().await;
+    let addr = server.client_addr();
+    let mut members = Vec::new();
+    for _ in 0..4 {
+        let c = nats(addr).await;
+        let sub = c.queue_subscribe("work", "workers".into()).await.unwrap();
+        barrier(&c).await;
+        members.push((c, sub));
+    }
+    let plain_client = nats(addr).await;
+    let mut plain = plain_client.subscribe("work").await.unwrap();
+    barrier(&plain_client).await;
+    assert_eventually(|| sub_count(&server) == 5, TIMEOUT, "5 subscriptions").await;
+
+    let publisher = nats(addr).await;
+    for i in 0..N {
+        publisher
+            .publish("work", Bytes::from(i.to_string()))
+            .await
+            .unwrap();
+    }
+    barrier(&publisher).await;
+
+    // The plain subscriber sees all of them, in order.
+    for i in 0..N {
+        let m = next_msg(&mut plain).await;
+        assert_eq!(m.payload, Bytes::from(i.to_string()));
+    }
+
+    // Every message the server queued for a member was queued before that
+    // member's barrier echo, so after the barrier its share is complete.
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut per_member = Vec::new();
+    for (c, sub) in &mut members {
+        barrier(c).await;
+        let got = drain_now(sub);
+        per_member.push(got.len());
+        total += got.len();
+        for p in got {
+            assert!(seen.insert(p.clone()), "message {p:?} delivered twice");
+        }
+    }
+    assert_eq!(total, N, "per member: {per_member:?}");
+    assert_eq!(seen.len(), N);
+    // Random member choice spreads 1000 messages over all four members.
+    assert!(
+        per_member.iter().all(|&n| n > 0),
+        "a member got nothing: {per_member:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_reply() {
+    let server = start_default().await;
+    let responder = nats(server.client_addr()).await;
+    let mut svc = responder.subscribe("svc.echo").await.unwrap();
+    barrier(&responder).await;
+    let r = responder.clone();
+    let task = tokio::spawn(async move {
+        // Bounded: the test sends exactly 20 requests.
+        for _ in 0..20 {
+            let Some(m) = svc.next().await else { return };
+            let mut answer = b"echo: ".to_vec();
+            answer.extend_from_slice(&m.payload);
+            r.publish(m.reply.expect("request has a reply subject"), answer.into())
+                .await
+                .unwrap();
+        }
+    });
+
+    let requester = nats(server.client_addr()).await;
+    let replies = futures::future::join_all((0..20).map(|i| {
+        let requester = requester.clone();
+        async move {
+            requester
+                .request("svc.echo", Bytes::from(format!("q{i}")))
+                .await
+        }
+    }))
+    .await;
+    for (i, r) in replies.into_iter().enumerate() {
+        let m = r.unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert_eq!(m.payload, Bytes::from(format!("echo: q{i}")));
+    }
+    tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn headers_round_trip() {
+    let server = start_default().await;
+    let s = nats(server.client_addr()).await;
+    let mut sub = s.subscribe("hdr").await.unwrap();
+    barrier(&s).await;
+    // A raw subscriber that did not ask for headers gets the body only.
+    let mut raw = Raw::handshake(server.client_addr(), CONNECT).await;
+    raw.send(b"SUB hdr 9\r\n").await;
+    raw.ping_collect().await;
+
+    let p = nats(server.client_addr()).await;
+    let mut headers = HeaderMap::new();
+    headers.insert("X-Trace-Id", "abc-123");
+    headers.append("X-Multi", "one");
+    headers.append("X-Multi", "two");
+    p.publish_with_headers("hdr", headers, Bytes::from_static(b"body"))
+        .await
+        .unwrap();
+    barrier(&p).await;
+
+    let m = next_msg(&mut sub).await;
+    assert_eq!(&m.payload[..], b"body");
+    let h = m.headers.expect("headers arrive");
+    assert_eq!(h.get("X-Trace-Id").map(|v| v.as_str()), Some("abc-123"));
+    let multi: Vec<&str> = h.get_all("X-Multi").map(|v| v.as_str()).collect();
+    assert_eq!(multi, ["one", "two"]);
+
+    let m = raw.msg().await;
+    assert_eq!(m.header_len, None, "plain MSG for a client without headers");
+    assert_eq!(m.payload, b"body");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_without_responders_fails_fast() {
+    let server = start_default().await;
+    let c = nats_with(
+        server.client_addr(),
+        // A long timeout: the error must come from the server's 503, not a timeout.
+        async_nats::ConnectOptions::new().request_timeout(Some(Duration::from_secs(30))),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let err = c
+        .request("nobody.listens", Bytes::from_static(b"?"))
+        .await
+        .expect_err("no responders");
+    assert_eq!(
+        err.kind(),
+        async_nats::RequestErrorKind::NoResponders,
+        "{err}"
+    );
+    assert!(started.elapsed() < TIMEOUT);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn echo_off_suppresses_own_messages_only() {
+    let server = start_default().await;
+    let mut quiet = Raw::handshake(
+        server.client_addr(),
+        r#"{"verbose":false,"pedantic":false,"echo":false}"#,
+    )
+    .await;
+    quiet.send(b"SUB chat 1\r\nPUB chat 4\r\nmine\r\n").await;
+    let (lines, msgs) = quiet.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(msgs.is_empty(), "echo off still echoed: {msgs:?}");
+
+    // With echo on (the default) the same sequence echoes.
+    let mut loud = Raw::handshake(server.client_addr(), CONNECT).await;
+    loud.send(b"SUB loud 1\r\nPUB loud 4\r\nmine\r\n").await;
+    let (_, msgs) = loud.ping_collect().await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].payload, b"mine");
+
+    // Messages from others still reach the echo-off connection.
+    let other = nats(server.client_addr()).await;
+    other
+        .publish("chat", Bytes::from_static(b"theirs"))
+        .await
+        .unwrap();
+    barrier(&other).await;
+    let m = quiet.msg().await;
+    assert_eq!((m.subject.as_str(), m.sid.as_str()), ("chat", "1"));
+    assert_eq!(m.payload, b"theirs");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_messages_keep_publisher_order() {
+    const N: u32 = 10_000;
+    let server = start_default().await;
+    let s = nats(server.client_addr()).await;
+    let mut sub = s.subscribe("seq").await.unwrap();
+    barrier(&s).await;
+    let p = nats(server.client_addr()).await;
+    let publisher = tokio::spawn(async move {
+        for i in 0..N {
+            p.publish("seq", Bytes::from(i.to_be_bytes().to_vec()))
+                .await
+                .unwrap();
+        }
+        barrier(&p).await;
+    });
+    for i in 0..N {
+        let m = next_msg(&mut sub).await;
+        let got = u32::from_be_bytes(m.payload[..].try_into().unwrap());
+        assert_eq!(got, i, "out of order");
+    }
+    publisher.await.unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_mebibyte_payload_round_trip() {
+    let server = start_default().await;
+    assert_eq!(server.ctx.opts().max_payload, 1024 * 1024);
+    let s = nats(server.client_addr()).await;
+    let mut sub = s.subscribe("big").await.unwrap();
+    barrier(&s).await;
+    let payload: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let p = nats(server.client_addr()).await;
+    p.publish("big", payload.clone().into()).await.unwrap();
+    barrier(&p).await;
+    let m = next_msg(&mut sub).await;
+    assert_eq!(m.payload.len(), payload.len());
+    assert!(m.payload[..] == payload[..], "payload corrupted");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsub_with_max_auto_unsubscribes() {
+    let server = start_default().await;
+    let mut sub = Raw::handshake(server.client_addr(), CONNECT).await;
+    sub.send(b"SUB auto 7\r\nUNSUB 7 3\r\n").await;
+    sub.ping_collect().await;
+    assert_eq!(sub_count(&server), 1);
+
+    let p = nats(server.client_addr()).await;
+    for i in 1..=5 {
+        p.publish("auto", Bytes::from(format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    barrier(&p).await;
+
+    let (lines, msgs) = sub.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    let payloads: Vec<_> = msgs
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(payloads, ["m1", "m2", "m3"]);
+    assert!(msgs.iter().all(|m| m.sid == "7"));
+    assert_eventually(
+        || sub_count(&server) == 0,
+        TIMEOUT,
+        "auto-unsubscribed sub leaves the router",
+    )
+    .await;
+
+    // A later publish reaches nobody.
+    p.publish("auto", Bytes::from_static(b"late"))
+        .await
+        .unwrap();
+    barrier(&p).await;
+    let (_, msgs) = sub.ping_collect().await;
+    assert!(msgs.is_empty(), "{msgs:?}");
+
+    // UNSUB with a max already reached removes the subscription at once.
+    sub.send(b"SUB auto 8\r\n").await;
+    sub.ping_collect().await;
+    p.publish("auto", Bytes::from_static(b"x")).await.unwrap();
+    barrier(&p).await;
+    let (_, msgs) = sub.ping_collect().await;
+    assert_eq!(msgs.len(), 1);
+    sub.send(b"UNSUB 8 1\r\n").await;
+    sub.ping_collect().await;
+    assert_eventually(|| sub_count(&server) == 0, TIMEOUT, "sub 8 removed").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn verbose_mode_acknowledges_ops() {
+    let server = start_default().await;
+    let mut c = Raw::connect(server.client_addr()).await;
+    c.send(b"CONNECT {\"verbose\":true,\"pedantic\":false}\r\n")
+        .await;
+    c.expect("+OK").await;
+    c.send(b"SUB v 1\r\n").await;
+    c.expect("+OK").await;
+    // The +OK for a PUB precedes the message it fans out to the sender.
+    c.send(b"PUB v 2\r\nhi\r\n").await;
+    c.expect("+OK").await;
+    let m = c.msg().await;
+    assert_eq!((m.subject.as_str(), &m.payload[..]), ("v", &b"hi"[..]));
+    c.send(b"UNSUB 1\r\n").await;
+    c.expect("+OK").await;
+    // PING is answered by PONG alone.
+    c.send(b"PING\r\n").await;
+    c.expect("PONG").await;
+    // An invalid SUB subject gets -ERR and no +OK.
+    c.send(b"SUB a..b 2\r\nPING\r\n").await;
+    c.expect("-ERR 'Invalid Subject'").await;
+    c.expect("PONG").await;
+
+    // Without verbose, nothing is acknowledged.
+    let mut q = Raw::handshake(server.client_addr(), CONNECT).await;
+    q.send(b"SUB v 1\r\nPUB v 0\r\n\r\nUNSUB 1\r\n").await;
+    let (lines, msgs) = q.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    assert_eq!(msgs.len(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pedantic_flags_invalid_publish_subject() {
+    let server = start_default().await;
+    let mut watcher = Raw::handshake(server.client_addr(), CONNECT).await;
+    watcher.send(b"SUB > 1\r\n").await;
+    watcher.ping_collect().await;
+
+    let mut p = Raw::handshake(server.client_addr(), r#"{"verbose":false,"pedantic":true}"#).await;
+    p.send(b"PUB foo.* 1\r\na\r\n").await;
+    let (lines, _) = p.ping_collect().await;
+    assert_eq!(lines, ["-ERR 'Invalid Publish Subject'"]);
+    // The connection stays usable.
+    p.send(b"PUB foo.bar 1\r\nb\r\n").await;
+    let (lines, _) = p.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+
+    // Without pedantic the same publish is accepted silently.
+    let mut lax = Raw::handshake(server.client_addr(), CONNECT).await;
+    lax.send(b"PUB foo.* 1\r\nc\r\n").await;
+    let (lines, _) = lax.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+
+    // nats-server treats the pedantic error as a warning and still routes
+    // the message (docs/NATS_BEHAVIOUR.md 3.4), so `>` sees all three.
+    let (_, msgs) = watcher.ping_collect().await;
+    let got: Vec<_> = msgs
+        .iter()
+        .map(|m| format!("{}={}", m.subject, String::from_utf8_lossy(&m.payload)))
+        .collect();
+    assert_eq!(got, ["foo.*=a", "foo.bar=b", "foo.*=c"]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn omitted_connect_fields_default_to_verbose() {
+    // nats-server's defaults: a CONNECT without "verbose" is verbose.
+    let server = start_default().await;
+    let mut c = Raw::connect(server.client_addr()).await;
+    c.send(b"CONNECT {}\r\nSUB d 1\r\nPING\r\n").await;
+    c.expect("+OK").await;
+    c.expect("+OK").await;
+    c.expect("PONG").await;
+    server.shutdown().await;
+}
