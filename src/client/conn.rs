@@ -140,6 +140,7 @@ pub mod errors {
     pub const MAX_CONTROL_LINE: &[u8] = b"-ERR 'maximum control line exceeded'\r\n";
     pub const INVALID_SUBJECT: &[u8] = b"-ERR 'Invalid Subject'\r\n";
     pub const INVALID_PUB_SUBJECT: &[u8] = b"-ERR 'Invalid Publish Subject'\r\n";
+    /// Not sent to clients: nats-server closes a slow consumer silently.
     pub const SLOW_CONSUMER: &[u8] = b"-ERR 'Slow Consumer'\r\n";
     pub const STALE_CONNECTION: &[u8] = b"-ERR 'Stale Connection'\r\n";
     pub const MAX_CONNECTIONS: &[u8] = b"-ERR 'maximum connections exceeded'\r\n";
@@ -833,11 +834,12 @@ async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>, mut w: Box
     // Say why, briefly, then close. A slow consumer's backlog is dropped.
     let final_flush = async {
         match shared.close_reason() {
+            // nats-server closes a slow consumer without any -ERR line.
             Some(CloseReason::SlowConsumerPendingBytes)
             | Some(CloseReason::SlowConsumerWriteDeadline) => {
                 segs.clear();
                 shared.out.close();
-                w.write_all(errors::SLOW_CONSUMER).await
+                Ok(())
             }
             Some(CloseReason::StaleConnection) => {
                 shared.out.close();
