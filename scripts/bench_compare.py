@@ -40,7 +40,21 @@ SCENARIOS = [
     ("queue 1:4 16B", "--pub 1 --sub 4 --queue q --msgs 1000000 --size 16", "sub"),
     ("queue 1:4 1KiB", "--pub 1 --sub 4 --queue q --msgs 200000 --size 1024", "sub"),
     ("req/reply 16B", "--pub 1 --sub 1 --request --msgs 10000 --size 16", "pub"),
+    # One extra subscriber that never reads: how much does it hurt the rest?
+    ("stuck sub 1:1 1KiB", "--pub 1 --sub 1 --msgs 200000 --size 1024", "sub", "stuck"),
 ]
+
+
+def stuck_subscriber(port):
+    """A subscriber that subscribes and then never reads a byte."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(b'CONNECT {"verbose":false}\r\nSUB bench.subj 1\r\nPING\r\n')
+    buf = b""
+    s.settimeout(5)
+    while b"PONG" not in buf:
+        buf += s.recv(4096)
+    return s
 
 
 def free_port():
@@ -148,7 +162,7 @@ def main():
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     rows = []
     try:
-        for name, args, metric in SCENARIOS:
+        for name, args, metric, *extra in SCENARIOS:
             if only and not any(o in name for o in only):
                 continue
             tput, cpu, p99, p50 = [], [], [], []
@@ -158,7 +172,10 @@ def main():
                 res = {}
                 for who in order:
                     proc, port = servers[who]
+                    stuck = stuck_subscriber(port) if "stuck" in extra else None
                     res[who] = bench(port, proc.pid, args)
+                    if stuck:
+                        stuck.close()
                     raw[who].append(res[who])
                 key = "pub_msgs_per_sec" if metric == "pub" else "sub_msgs_per_sec"
                 r, n = res["rnats"], res["nats"]

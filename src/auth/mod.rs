@@ -29,6 +29,7 @@ pub mod audit;
 pub(crate) mod conf;
 mod config;
 mod limiter;
+mod perms;
 mod secret;
 
 use std::collections::HashMap;
@@ -43,6 +44,7 @@ pub use config::{
 pub use limiter::{
     Admission, FailureLimiter, LimiterCounters, LimiterStats, MAX_TRACKED_SOURCES, source_key,
 };
+pub use perms::is_subset;
 pub use secret::{BcryptPool, Secret, ct_eq, dummy_bcrypt_hash};
 
 use crate::tls::{CertIdentity, dn_matches};

@@ -62,6 +62,30 @@ struct Cli {
     /// Send a signal to a running server: stop|quit|reopen|reload|ldm|term[=<pid>|=<pid file>]
     #[arg(long = "signal", value_name = "SIGNAL")]
     signal: Option<String>,
+    /// Enable TLS, do not verify clients
+    #[arg(long = "tls")]
+    tls: bool,
+    /// Server certificate file
+    #[arg(long = "tlscert", value_name = "FILE")]
+    tlscert: Option<PathBuf>,
+    /// Private key for server certificate
+    #[arg(long = "tlskey", value_name = "FILE")]
+    tlskey: Option<PathBuf>,
+    /// Enable TLS, verify client certificates
+    #[arg(long = "tlsverify")]
+    tlsverify: bool,
+    /// Client certificate CA for verification
+    #[arg(long = "tlscacert", value_name = "FILE")]
+    tlscacert: Option<PathBuf>,
+    /// User required for connections
+    #[arg(long = "user")]
+    user: Option<String>,
+    /// Password required for connections
+    #[arg(long = "pass")]
+    pass: Option<String>,
+    /// Authorization token required for connections
+    #[arg(long = "auth")]
+    auth: Option<String>,
     /// JetStream is not part of rnats (accepted and ignored with a warning)
     #[arg(long = "jetstream")]
     jetstream: bool,
@@ -173,7 +197,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(opts))
+    rt.block_on(run(opts, cli))
+}
+
+/// Build options as at startup: the config file, then the flags over it.
+fn load_options(cli: &Cli) -> Result<Options, String> {
+    let mut opts = match &cli.config {
+        Some(path) => Options::from_file(path).map_err(|e| e.to_string())?,
+        None => Options::default(),
+    };
+    apply_flags(cli, &mut opts)?;
+    Ok(opts)
 }
 
 fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
@@ -212,6 +246,35 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
     if let Some(s) = &cli.max_payload {
         opts.max_payload = parse_size(s).ok_or_else(|| format!("invalid --max_payload \"{s}\""))?;
     }
+    if cli.user.is_some() || cli.pass.is_some() || cli.auth.is_some() {
+        let timeout = opts.auth.timeout;
+        opts.auth = rnats::auth::AuthConfig::from_flags(
+            cli.user.clone(),
+            cli.pass.clone(),
+            cli.auth.clone(),
+        )?;
+        opts.auth.timeout = timeout;
+    }
+    if cli.tls || cli.tlsverify || cli.tlscert.is_some() || cli.tlskey.is_some() {
+        let mut tls = opts
+            .tls
+            .clone()
+            .unwrap_or_else(|| rnats::tls::TlsOptions::new(PathBuf::new(), PathBuf::new()));
+        if let Some(c) = &cli.tlscert {
+            tls.cert_file = c.clone();
+        }
+        if let Some(k) = &cli.tlskey {
+            tls.key_file = k.clone();
+        }
+        if let Some(ca) = &cli.tlscacert {
+            tls.ca_file = Some(ca.clone());
+        }
+        tls.verify |= cli.tlsverify;
+        if tls.cert_file.as_os_str().is_empty() || tls.key_file.as_os_str().is_empty() {
+            return Err("TLS requires --tlscert and --tlskey".into());
+        }
+        opts.tls = Some(tls);
+    }
     if cli.jetstream || cli.store_dir.is_some() {
         opts.warnings
             .push("JetStream is not part of rnats; -js/--store_dir are ignored".into());
@@ -219,7 +282,7 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
     Ok(())
 }
 
-async fn run(opts: Options) -> ExitCode {
+async fn run(opts: Options, cli: Cli) -> ExitCode {
     let pid_file = opts.pid_file.clone();
     let server = match Server::start(opts).await {
         Ok(s) => s,
@@ -234,7 +297,7 @@ async fn run(opts: Options) -> ExitCode {
     {
         tracing::error!("Could not write pidfile: {e}");
     }
-    rnats::server::signals::wait_for_shutdown(&server).await;
+    rnats::server::signals::wait_for_shutdown(&server, || load_options(&cli)).await;
     tracing::info!("Initiating Shutdown...");
     server.shutdown().await;
     if let Some(p) = &pid_file {

@@ -158,6 +158,13 @@ struct Reader {
     ctx: Arc<ServerContext>,
     parser: Parser,
     connected: bool,
+    /// Authentication is configured: nothing but CONNECT before CONNECT.
+    auth_required: bool,
+    /// The authenticated user's permissions (None: everything allowed).
+    perms: Option<Arc<crate::auth::Permissions>>,
+    /// Publish-permission decisions by subject, so the check costs one
+    /// hash lookup per publish.
+    pub_allowed: rustc_hash::FxHashMap<Bytes, bool>,
     verbose: bool,
     pedantic: bool,
     echo: bool,
@@ -200,6 +207,9 @@ impl Reader {
             no_responders: false,
             trace: opts.trace,
             max_subs: opts.max_subscriptions,
+            auth_required: ctx.auth().auth_required(),
+            perms: None,
+            pub_allowed: Default::default(),
             cache: LookupCache::default(),
             pcd: Vec::new(),
             pending_subs: Vec::new(),
@@ -282,6 +292,10 @@ impl Reader {
             if self.trace {
                 trace_op(&self.shared, &op);
             }
+            if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                return Err(Stop::Close(CloseReason::AuthenticationViolation));
+            }
             match op {
                 ClientOp::Pub {
                     subject,
@@ -323,7 +337,7 @@ impl Reader {
                         .store(0, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
-                ClientOp::Connect(json) => self.connect(&json)?,
+                ClientOp::Connect(json) => self.connect(&json).await?,
                 ClientOp::Ignored => continue,
             }
             if self.verbose {
@@ -382,7 +396,7 @@ impl Reader {
         Stop::Close(reason)
     }
 
-    fn connect(&mut self, json: &[u8]) -> Result<(), Stop> {
+    async fn connect(&mut self, json: &[u8]) -> Result<(), Stop> {
         // Like nats-server, a CONNECT that is not a valid JSON object closes
         // the connection without an -ERR line. (serde would take `[]` for a
         // struct, hence the check for `{`.)
@@ -416,6 +430,9 @@ impl Reader {
                 .push_raw(b"-ERR 'no responders requires headers support'\r\n");
             return Err(Stop::Close(CloseReason::ProtocolViolation("no responders")));
         }
+        if self.auth_required && !self.connected {
+            self.authenticate(&opts).await?;
+        }
         self.verbose = opts.verbose;
         self.pedantic = opts.pedantic;
         self.echo = opts.echo;
@@ -429,10 +446,73 @@ impl Reader {
             meta.name = opts.name.unwrap_or_default();
             meta.lang = opts.lang.unwrap_or_default();
             meta.version = opts.version.unwrap_or_default();
-            meta.user = opts.user;
         }
         self.connected = true;
         Ok(())
+    }
+
+    /// Check CONNECT's credentials (bcrypt runs in the authenticator's
+    /// bounded pool, not on this task). Every decision is audited; a
+    /// failure closes the connection with 'Authorization Violation'.
+    async fn authenticate(&mut self, opts: &ConnectOptions) -> Result<(), Stop> {
+        let auth = self.ctx.auth();
+        let identity = self.shared.tls_identity.lock().clone();
+        let peer = self.shared.peer;
+        let result = auth
+            .authenticate(
+                peer.ip(),
+                opts.user.as_deref(),
+                opts.pass.as_deref(),
+                opts.auth_token.as_deref(),
+                identity.as_ref(),
+            )
+            .await;
+        crate::auth::audit(&crate::auth::AuditEvent::from_outcome(
+            peer,
+            Some(self.shared.cid),
+            &result,
+        ));
+        match result {
+            Ok(ok) => {
+                if let Some(p) = &ok.permissions {
+                    let denies = p.delivery_denies();
+                    self.shared.set_delivery_denies(denies);
+                }
+                self.perms = ok.permissions;
+                self.shared.meta.lock().user = ok.user;
+                *self.shared.credentials.lock() = Some(super::shared::Credentials {
+                    user: opts.user.clone(),
+                    pass: opts.pass.clone(),
+                    token: opts.auth_token.clone(),
+                });
+                Ok(())
+            }
+            Err(f) => {
+                tracing::error!(
+                    "{peer} - cid:{} - authentication error: {}",
+                    self.shared.cid,
+                    f.reason
+                );
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                Err(Stop::Close(CloseReason::AuthenticationViolation))
+            }
+        }
+    }
+
+    /// May this client publish to `subj`? Cached per subject.
+    fn may_publish(&mut self, subj: &Bytes) -> bool {
+        let Some(perms) = &self.perms else {
+            return true;
+        };
+        if let Some(&ok) = self.pub_allowed.get(&subj[..]) {
+            return ok;
+        }
+        let ok = perms.can_publish(subj);
+        if self.pub_allowed.len() >= 4096 {
+            self.pub_allowed.clear();
+        }
+        self.pub_allowed.insert(Bytes::copy_from_slice(subj), ok);
+        ok
     }
 
     /// Returns Ok(false) when the SUB was refused with an -ERR.
@@ -443,6 +523,30 @@ impl Reader {
                 .is_some_and(|q| q.contains(&b'.') && self.pedantic)
         {
             self.reply(errors::INVALID_SUBJECT);
+            return Ok(false);
+        }
+        if let Some(p) = &self.perms
+            && !p.can_subscribe(&subj, queue.as_deref())
+        {
+            let err = match &queue {
+                Some(q) => format!(
+                    "-ERR 'Permissions Violation for Subscription to \"{}\" using queue \"{}\"'\r\n",
+                    String::from_utf8_lossy(&subj),
+                    String::from_utf8_lossy(q)
+                ),
+                None => format!(
+                    "-ERR 'Permissions Violation for Subscription to \"{}\"'\r\n",
+                    String::from_utf8_lossy(&subj)
+                ),
+            };
+            tracing::error!(
+                "{} - cid:{} - Subscription Violation - User \"{}\", Subject \"{}\"",
+                self.shared.peer,
+                self.shared.cid,
+                self.shared.meta.lock().user.clone().unwrap_or_default(),
+                String::from_utf8_lossy(&subj)
+            );
+            self.reply(err.as_bytes());
             return Ok(false);
         }
         if self.max_subs > 0 && self.shared.num_subs() >= self.max_subs {
@@ -511,6 +615,21 @@ impl Reader {
     ) {
         self.batch_msgs += 1;
         self.batch_bytes += payload.len() as u64;
+        if !self.may_publish(&subj) {
+            let err = format!(
+                "-ERR 'Permissions Violation for Publish to \"{}\"'\r\n",
+                String::from_utf8_lossy(&subj)
+            );
+            tracing::error!(
+                "{} - cid:{} - Publish Violation - User \"{}\", Subject \"{}\"",
+                self.shared.peer,
+                self.shared.cid,
+                self.shared.meta.lock().user.clone().unwrap_or_default(),
+                String::from_utf8_lossy(&subj)
+            );
+            self.reply(err.as_bytes());
+            return;
+        }
         if !subject::valid_pub_subject(&subj, self.pedantic) {
             // Only a warning in nats-server: the message is still routed.
             self.reply(errors::INVALID_PUB_SUBJECT);
@@ -576,6 +695,9 @@ impl Reader {
 
     /// Queue one message for one subscription. Returns whether it was queued.
     fn deliver(&mut self, sub: &Arc<Subscription>, msg: &Msg<'_>) -> bool {
+        if sub.conn.denies_delivery(msg.subject) {
+            return false;
+        }
         let admit = sub.admit();
         if admit == Admit::Skip {
             return false;

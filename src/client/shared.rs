@@ -247,6 +247,23 @@ impl Outbound {
     }
 }
 
+/// CONNECT credentials, held in memory only for re-authentication on reload.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print the secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Descriptive data for /connz and logs.
 #[derive(Debug, Clone, Default)]
 pub struct ConnMeta {
@@ -269,6 +286,17 @@ pub struct ConnShared {
     pub account: Arc<Account>,
     pub subs: Mutex<FxHashMap<Bytes, Arc<Subscription>>>,
     pub meta: Mutex<ConnMeta>,
+    /// The verified client certificate's identity (mutual TLS).
+    pub tls_identity: Mutex<Option<crate::tls::CertIdentity>>,
+    /// The credentials this client authenticated with, kept so a
+    /// configuration reload can check them again and drop the client if
+    /// they are no longer valid (as nats-server does).
+    pub credentials: Mutex<Option<Credentials>>,
+    /// Subscribe-deny patterns of this client's permissions, applied to
+    /// every delivery (a wildcard subscription may overlap a denied subject).
+    deny_delivery: parking_lot::RwLock<Vec<Bytes>>,
+    /// Fast check so connections without deny rules pay one relaxed load.
+    has_deny_delivery: AtomicBool,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     /// Unanswered PINGs sent by the server.
@@ -297,6 +325,10 @@ impl ConnShared {
             account,
             subs: Mutex::new(FxHashMap::default()),
             meta: Mutex::new(ConnMeta::default()),
+            tls_identity: Mutex::new(None),
+            credentials: Mutex::new(None),
+            deny_delivery: parking_lot::RwLock::new(Vec::new()),
+            has_deny_delivery: AtomicBool::new(false),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             pings_out: AtomicU64::new(0),
@@ -343,6 +375,22 @@ impl ConnShared {
         // The writer always ends with `out.close()`, which frees the queue.
         self.out.seal();
         true
+    }
+
+    pub fn set_delivery_denies(&self, denies: Vec<Bytes>) {
+        self.has_deny_delivery
+            .store(!denies.is_empty(), Ordering::Release);
+        *self.deny_delivery.write() = denies;
+    }
+
+    /// Must a message on `subject` be withheld from this connection?
+    pub fn denies_delivery(&self, subject: &[u8]) -> bool {
+        self.has_deny_delivery.load(Ordering::Relaxed)
+            && self
+                .deny_delivery
+                .read()
+                .iter()
+                .any(|d| crate::protocol::subject::matches(d, subject))
     }
 
     pub fn num_subs(&self) -> usize {

@@ -12,12 +12,16 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::conn::{ConnActor, ConnArgs, ConnMsg, errors};
+use super::conn::{BoxRead, BoxWrite, ConnActor, ConnArgs, ConnMsg, errors};
 use super::shared::{CloseReason, ConnKind, ConnShared};
+use crate::auth::Admission;
+use crate::server::ClientTls;
 use crate::server::ServerContext;
 
 pub enum ClientSupMsg {
     Accepted(TcpStream, SocketAddr),
+    /// A TLS handshake finished: start the connection actor.
+    Secured(Box<Secured>),
     /// Close one connection by cid.
     Kick(u64, CloseReason),
     /// Fault injection for tests: make a connection's actor panic.
@@ -60,6 +64,19 @@ impl Actor for ClientSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ClientSupMsg::Accepted(stream, peer) => self.admit(myself, st, stream, peer).await,
+            ClientSupMsg::Secured(sec) => {
+                let Secured {
+                    shared,
+                    reader,
+                    writer,
+                } = *sec;
+                if shared.is_closing() {
+                    finish(&st.ctx, &shared);
+                } else {
+                    self.start_actor(myself, st, shared, reader, writer, true)
+                        .await;
+                }
+            }
             ClientSupMsg::Kick(cid, reason) => {
                 if let Some(a) = st.by_cid.get(&cid) {
                     let _ = a.cast(ConnMsg::Kick(reason));
@@ -134,6 +151,32 @@ impl ClientSupervisor {
             });
             return;
         }
+        // Connection-rate limit and failed-auth bans, before any TLS work.
+        match ctx.auth().limiter().admit(peer.ip()) {
+            Admission::Allowed => {}
+            refusal => {
+                let (err, what): (&'static [u8], _) = match refusal {
+                    Admission::Banned => (
+                        b"-ERR 'Too Many Failed Authentications'\r\n",
+                        "source banned after repeated authentication failures",
+                    ),
+                    _ => (
+                        b"-ERR 'Connection Rate Limit Exceeded'\r\n",
+                        "connection rate limit exceeded",
+                    ),
+                };
+                tracing::warn!("{peer} - connection refused: {what}");
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                        stream.write_all(err).await?;
+                        stream.shutdown().await
+                    })
+                    .await;
+                });
+                return;
+            }
+        }
         let _ = stream.set_nodelay(true);
         let cid = ctx.next_cid.fetch_add(1, Ordering::Relaxed);
         let account = ctx.global_account.clone();
@@ -150,12 +193,34 @@ impl ClientSupervisor {
         if ctx.debug() {
             tracing::debug!("{peer} - cid:{cid} - Client connection created");
         }
+        if let Some(tls) = ctx.tls() {
+            // Handshake off the supervisor's mailbox; the actor starts when
+            // it completes (Secured) and never starts if it fails.
+            tokio::spawn(secure(ctx.clone(), tls, shared, stream, myself));
+            return;
+        }
         let (rd, wr) = stream.into_split();
+        self.start_actor(myself, st, shared, Box::new(rd), Box::new(wr), false)
+            .await;
+    }
+
+    async fn start_actor(
+        &self,
+        myself: ActorRef<ClientSupMsg>,
+        st: &mut ClientSupState,
+        shared: Arc<ConnShared>,
+        reader: BoxRead,
+        writer: BoxWrite,
+        info_sent: bool,
+    ) {
+        let ctx = st.ctx.clone();
+        let (cid, peer) = (shared.cid, shared.peer);
         let args = ConnArgs {
             shared: shared.clone(),
             ctx: ctx.clone(),
-            reader: Box::new(rd),
-            writer: Box::new(wr),
+            reader,
+            writer,
+            info_sent,
         };
         match Actor::spawn_linked(None, ConnActor, args, myself.get_cell()).await {
             Ok((actor, _)) => {
@@ -166,6 +231,107 @@ impl ClientSupervisor {
                 tracing::error!("{peer} - cid:{cid} - could not start connection actor: {e}");
                 finish(&ctx, &shared);
             }
+        }
+    }
+}
+
+/// A connection whose TLS handshake succeeded.
+pub struct Secured {
+    shared: Arc<ConnShared>,
+    reader: BoxRead,
+    writer: BoxWrite,
+}
+
+/// The NATS TLS upgrade: INFO in clear (with `tls_required`), then the TLS
+/// handshake, bounded by the TLS timeout. With `handshake_first` the
+/// handshake comes first and INFO follows inside TLS.
+async fn secure(
+    ctx: Arc<ServerContext>,
+    tls: Arc<ClientTls>,
+    shared: Arc<ConnShared>,
+    mut stream: TcpStream,
+    sup: ActorRef<ClientSupMsg>,
+) {
+    let debug = ctx.debug();
+    let (peer, cid) = (shared.peer, shared.cid);
+    let handshake_first = tls.opts.handshake_first;
+    if !handshake_first {
+        let info = ctx.client_info_line(&shared);
+        if tokio::time::timeout(tls.opts.timeout, stream.write_all(&info))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            shared.close(CloseReason::WriteError);
+            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            return;
+        }
+        // A client speaking plain NATS to a TLS-only server: say so in
+        // clear instead of failing the handshake obscurely.
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(tls.opts.timeout, stream.peek(&mut first)).await;
+        if matches!(peeked, Ok(Ok(1))) && first[0] != 0x16 {
+            let _ = stream
+                .write_all(b"-ERR 'Secure Connection - TLS Required'\r\n")
+                .await;
+            tracing::warn!("{peer} - cid:{cid} - TLS required but the client sent plain text");
+            shared.close(CloseReason::ProtocolViolation("TLS required"));
+            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            return;
+        }
+    }
+    if debug {
+        tracing::debug!("{peer} - cid:{cid} - Starting TLS client connection handshake");
+    }
+    let tls_stream = match crate::tls::accept(&tls.acceptor, stream, tls.opts.timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{peer} - cid:{cid} - TLS handshake error: {e}");
+            shared.close(CloseReason::ProtocolViolation("TLS handshake"));
+            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            return;
+        }
+    };
+    {
+        let (_, conn) = tls_stream.get_ref();
+        if !tls.opts.pinned_certs.is_empty()
+            && !crate::tls::check_pinned(&tls.opts, crate::tls::peer_leaf_der(conn))
+        {
+            tracing::error!("{peer} - cid:{cid} - TLS handshake error: certificate not pinned");
+            shared.close(CloseReason::ProtocolViolation("TLS pin"));
+            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            return;
+        }
+        let (version, suite) = crate::tls::negotiated(conn);
+        if debug {
+            tracing::debug!("{peer} - cid:{cid} - TLS handshake complete");
+            tracing::debug!("{peer} - cid:{cid} - TLS version {version}, cipher suite {suite}");
+        }
+        *shared.tls_identity.lock() = crate::tls::peer_identity(conn);
+        let mut meta = shared.meta.lock();
+        meta.tls_version = Some(version);
+        meta.tls_cipher = Some(suite);
+    }
+    let (rd, wr) = tokio::io::split(tls_stream);
+    let sec = Secured {
+        shared,
+        reader: Box::new(rd),
+        writer: Box::new(wr),
+    };
+    // With handshake_first the actor sends INFO, now inside TLS.
+    if handshake_first {
+        sec.shared.out.send_now(&ctx.client_info_line(&sec.shared));
+    }
+    let _ = sup.cast(ClientSupMsg::Secured(Box::new(sec)));
+}
+
+impl Secured {
+    /// A placeholder for a connection that failed before its actor started,
+    /// so the supervisor still runs the final bookkeeping.
+    fn closed(shared: Arc<ConnShared>) -> Secured {
+        Secured {
+            shared,
+            reader: Box::new(tokio::io::empty()),
+            writer: Box::new(tokio::io::sink()),
         }
     }
 }

@@ -87,6 +87,7 @@ pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(false)
         .event_format(format);
     let result = match file {
         Some(path) => {

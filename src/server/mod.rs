@@ -24,10 +24,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::account::{Account, AccountActor, GLOBAL_ACCOUNT};
+use crate::auth::Authenticator;
 use crate::client::{ClientSupMsg, ClientSupervisor, ConnShared};
 use crate::config::Options;
 use crate::monitor::ClosedConn;
 use crate::protocol::info::{NATS_COMPAT_VERSION, ServerInfo};
+use crate::tls::TlsOptions;
 use listener::{ListenerActor, ListenerArgs, ListenerKind};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -59,6 +61,27 @@ pub struct ServerContext {
     /// Recently closed connections for /connz?state=closed.
     pub closed: Mutex<std::collections::VecDeque<ClosedConn>>,
     client_sup: RwLock<Option<ActorRef<ClientSupMsg>>>,
+    /// Authentication for new (and, on reload, existing) clients.
+    auth: RwLock<Arc<Authenticator>>,
+    /// TLS for client connections, when configured.
+    tls: RwLock<Option<Arc<ClientTls>>>,
+}
+
+/// The client TLS acceptor and the options it was built from.
+pub struct ClientTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub opts: TlsOptions,
+}
+
+impl ClientTls {
+    pub fn from_options(opts: &TlsOptions) -> Result<ClientTls, StartError> {
+        let config = crate::tls::server_config(opts)
+            .map_err(|e| StartError(format!("TLS configuration error: {e}")))?;
+        Ok(ClientTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            opts: opts.clone(),
+        })
+    }
 }
 
 impl ServerContext {
@@ -68,6 +91,21 @@ impl ServerContext {
 
     pub fn debug(&self) -> bool {
         self.opts.read().debug
+    }
+
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.auth.read().clone()
+    }
+
+    pub fn tls(&self) -> Option<Arc<ClientTls>> {
+        self.tls.read().clone()
+    }
+
+    /// Swap in new options, authentication and TLS (configuration reload).
+    pub fn replace_config(&self, opts: Options, auth: Authenticator, tls: Option<ClientTls>) {
+        *self.opts.write() = Arc::new(opts);
+        *self.auth.write() = Arc::new(auth);
+        *self.tls.write() = tls.map(Arc::new);
     }
 
     fn info(&self) -> ServerInfo {
@@ -81,6 +119,11 @@ impl ServerContext {
             host: opts.host.clone(),
             port: self.client_addr.port(),
             headers: true,
+            auth_required: self.auth().auth_required(),
+            tls_required: self.tls().is_some(),
+            tls_verify: self
+                .tls()
+                .is_some_and(|t| t.opts.verify || t.opts.verify_and_map),
             max_payload: opts.max_payload,
             rnats_version: VERSION.into(),
             ..Default::default()
@@ -192,6 +235,12 @@ impl Server {
             None
         };
         let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let auth = Authenticator::from_options(&opts)
+            .map_err(|e| StartError(format!("authorization configuration error: {e}")))?;
+        let tls = match &opts.tls {
+            Some(t) => Some(Arc::new(ClientTls::from_options(t)?)),
+            None => None,
+        };
         let server_id = new_server_id();
         let server_name = if opts.server_name.is_empty() {
             server_id.clone()
@@ -211,6 +260,8 @@ impl Server {
             shutdown: CancellationToken::new(),
             closed: Mutex::new(Default::default()),
             client_sup: RwLock::new(None),
+            auth: RwLock::new(Arc::new(auth)),
+            tls: RwLock::new(tls),
         });
         let opts = ctx.opts();
         tracing::info!("Starting rnats-server");
@@ -223,6 +274,12 @@ impl Server {
         }
         for w in &opts.warnings {
             tracing::warn!("{w}");
+        }
+        for w in crate::auth::plaintext_warnings(&opts.auth) {
+            tracing::warn!("{w}");
+        }
+        if ctx.tls().is_some() {
+            tracing::info!("TLS required for client connections");
         }
         let args = SupervisorArgs {
             ctx: ctx.clone(),
@@ -253,6 +310,25 @@ impl Server {
         self.ctx.client_addr
     }
 
+    /// Apply a reloaded configuration: new TLS certificates and CA apply to
+    /// new connections (existing ones stay up); new authorization applies
+    /// at once, and clients whose credentials are no longer valid are
+    /// disconnected with 'Authorization Violation', as nats-server does.
+    /// Listener addresses and ports are not reloadable.
+    pub fn reload(&self, opts: Options) -> Result<(), String> {
+        let auth = Authenticator::from_options(&opts)?;
+        let tls = match &opts.tls {
+            Some(t) => Some(ClientTls::from_options(t).map_err(|e| e.0)?),
+            None => None,
+        };
+        for w in crate::auth::plaintext_warnings(&opts.auth) {
+            tracing::warn!("{w}");
+        }
+        self.ctx.replace_config(opts, auth, tls);
+        tokio::spawn(recheck_clients(self.ctx.clone()));
+        Ok(())
+    }
+
     /// Close every connection (flushing what is queued), stop the tree.
     pub async fn shutdown(self) {
         self.ctx.shutdown.cancel();
@@ -267,6 +343,40 @@ impl Server {
         }
         self.supervisor.stop(Some("shutdown".into()));
         let _ = self.done.await;
+    }
+}
+
+/// After a reload, authenticate every client again with the credentials it
+/// connected with; drop those that no longer pass.
+async fn recheck_clients(ctx: Arc<ServerContext>) {
+    let auth = ctx.auth();
+    let conns: Vec<_> = ctx.conns.iter().map(|c| c.value().clone()).collect();
+    for conn in conns {
+        if !auth.auth_required() {
+            continue;
+        }
+        let creds = conn.credentials.lock().clone().unwrap_or_default();
+        let identity = conn.tls_identity.lock().clone();
+        let result = auth
+            .authenticate(
+                conn.peer.ip(),
+                creds.user.as_deref(),
+                creds.pass.as_deref(),
+                creds.token.as_deref(),
+                identity.as_ref(),
+            )
+            .await;
+        if let Err(f) = result {
+            tracing::info!(
+                "{} - cid:{} - disconnected after reload: {}",
+                conn.peer,
+                conn.cid,
+                f.reason
+            );
+            conn.out
+                .send_now(crate::client::conn::errors::AUTH_VIOLATION);
+            conn.close(crate::client::CloseReason::AuthenticationViolation);
+        }
     }
 }
 

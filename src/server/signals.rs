@@ -7,9 +7,13 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Server;
 
-/// Wait for SIGINT or SIGTERM. SIGHUP (reload) and SIGUSR2 (lame duck) are
-/// logged; they gain behaviour with hot reload and lame duck mode.
-pub async fn wait_for_shutdown(server: &Server) {
+/// Wait for SIGINT or SIGTERM. SIGHUP reloads the configuration through
+/// `reload_options` (the file, then the command-line flags over it);
+/// SIGUSR2 (lame duck) is logged until lame duck mode lands.
+pub async fn wait_for_shutdown<F>(server: &Server, reload_options: F)
+where
+    F: Fn() -> Result<crate::config::Options, String>,
+{
     let (Ok(mut int), Ok(mut term), Ok(mut hup), Ok(mut usr2)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
@@ -23,7 +27,13 @@ pub async fn wait_for_shutdown(server: &Server) {
         tokio::select! {
             _ = int.recv() => { tracing::info!("Trapped \"interrupt\" signal"); return; }
             _ = term.recv() => { tracing::info!("Trapped \"terminated\" signal"); return; }
-            _ = hup.recv() => tracing::warn!("Reloading: configuration reload is not supported yet"),
+            _ = hup.recv() => {
+                tracing::info!("Trapped \"hangup\" signal");
+                match reload_options().and_then(|o| server.reload(o)) {
+                    Ok(()) => tracing::info!("Reloaded server configuration"),
+                    Err(e) => tracing::error!("Failed to reload server configuration: {e}"),
+                }
+            }
             _ = usr2.recv() => tracing::warn!("Lame duck mode is not supported yet"),
             _ = server.ctx.shutdown.cancelled() => return,
         }

@@ -13,7 +13,6 @@ mod passwd;
 mod raw;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
@@ -30,6 +29,18 @@ struct Cli {
         global = true
     )]
     server: String,
+    /// Client certificate (mutual TLS)
+    #[arg(long, global = true, value_name = "FILE")]
+    tlscert: Option<std::path::PathBuf>,
+    /// Client certificate key (mutual TLS)
+    #[arg(long, global = true, value_name = "FILE")]
+    tlskey: Option<std::path::PathBuf>,
+    /// CA to verify the server's certificate (implies TLS)
+    #[arg(long, global = true, value_name = "FILE")]
+    tlscacert: Option<std::path::PathBuf>,
+    /// NATS credentials file (JWT + NKey seed)
+    #[arg(long, global = true, value_name = "FILE")]
+    creds: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -112,18 +123,56 @@ fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-async fn connect(servers: &str) -> Result<async_nats::Client, Error> {
-    let addrs: Vec<async_nats::ServerAddr> = servers
+/// Connection settings shared by the client subcommands.
+struct ClientOpts {
+    servers: String,
+    tlscert: Option<std::path::PathBuf>,
+    tlskey: Option<std::path::PathBuf>,
+    tlscacert: Option<std::path::PathBuf>,
+    creds: Option<std::path::PathBuf>,
+}
+
+async fn connect(c: &ClientOpts) -> Result<async_nats::Client, Error> {
+    let addrs: Vec<async_nats::ServerAddr> = c
+        .servers
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    Ok(async_nats::ConnectOptions::new()
-        .name("rnats")
-        .connect(addrs)
-        .await?)
+    let mut opts = async_nats::ConnectOptions::new().name("rnats");
+    // async-nats does not send credentials embedded in a URL by itself.
+    if let Some(first) = addrs.first() {
+        match (first.username(), first.password()) {
+            (Some(u), Some(p)) => opts = opts.user_and_password(u.into(), p.into()),
+            (Some(token), None) => opts = opts.token(token.into()),
+            _ => {}
+        }
+    }
+    if let Some(ca) = &c.tlscacert {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&c.tlscert, &c.tlskey) {
+        (Some(cert), Some(key)) => {
+            opts = opts
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true)
+        }
+        (None, None) => {}
+        _ => return Err("--tlscert and --tlskey go together".into()),
+    }
+    if let Some(creds) = &c.creds {
+        opts = opts.credentials_file(creds).await?;
+    }
+    Ok(opts.connect(addrs).await?)
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    let conn = ClientOpts {
+        servers: cli.server.clone(),
+        tlscert: cli.tlscert.clone(),
+        tlskey: cli.tlskey.clone(),
+        tlscacert: cli.tlscacert.clone(),
+        creds: cli.creds.clone(),
+    };
     match cli.cmd {
         Cmd::Bench(args) => bench::run(&cli.server, args).await,
         Cmd::Passwd(args) => passwd::run(&args),
@@ -135,7 +184,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             headers,
             reply,
         } => {
-            let client = connect(&cli.server).await?;
+            let client = connect(&conn).await?;
             let mut map = async_nats::HeaderMap::new();
             for h in &headers {
                 let (k, v) = h
@@ -178,7 +227,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             queue,
             count,
         } => {
-            let client = connect(&cli.server).await?;
+            let client = connect(&conn).await?;
             let mut sub = match queue {
                 Some(q) => client.queue_subscribe(subject.clone(), q).await?,
                 None => client.subscribe(subject.clone()).await?,
@@ -214,7 +263,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             payload,
             timeout,
         } => {
-            let client = connect(&cli.server).await?;
+            let client = connect(&conn).await?;
             let timeout = rnats::config::parse_duration(&timeout)
                 .ok_or_else(|| format!("invalid timeout \"{timeout}\""))?;
             let req = async_nats::Request::new()
@@ -230,7 +279,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             queue,
             count,
         } => {
-            let client = connect(&cli.server).await?;
+            let client = connect(&conn).await?;
             let mut sub = match queue {
                 Some(q) => client.queue_subscribe(subject.clone(), q).await?,
                 None => client.subscribe(subject.clone()).await?,
@@ -247,7 +296,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     break;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
             Ok(())
         }
     }
