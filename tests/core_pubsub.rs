@@ -485,3 +485,131 @@ async fn omitted_connect_fields_default_to_verbose() {
     c.expect("PONG").await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn fan_out_reaches_every_subscriber_in_order() {
+    const SUBSCRIBERS: usize = 20;
+    const N: u32 = 500;
+    let server = start_default().await;
+    let addr = server.client_addr();
+    let mut subs = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let c = nats(addr).await;
+        let s = c.subscribe("fan.out").await.unwrap();
+        barrier(&c).await;
+        subs.push((c, s));
+    }
+    let p = nats(addr).await;
+    for i in 0..N {
+        p.publish("fan.out", Bytes::from(i.to_string()))
+            .await
+            .unwrap();
+    }
+    barrier(&p).await;
+    for (_, s) in &mut subs {
+        for i in 0..N {
+            assert_eq!(next_msg(s).await.payload, Bytes::from(i.to_string()));
+        }
+    }
+    let out = server
+        .ctx
+        .stats
+        .out_msgs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(out >= (SUBSCRIBERS as u64) * u64::from(N), "out_msgs {out}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery() {
+    let server = start_default().await;
+    let c = nats(server.client_addr()).await;
+    let mut keep = c.subscribe("unsub.test").await.unwrap();
+    let mut drop_me = c.subscribe("unsub.test").await.unwrap();
+    barrier(&c).await;
+    c.publish("unsub.test", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    assert_eq!(&next_msg(&mut keep).await.payload[..], b"1");
+    assert_eq!(&next_msg(&mut drop_me).await.payload[..], b"1");
+
+    drop_me.unsubscribe().await.unwrap();
+    barrier(&c).await;
+    assert_eventually(|| sub_count(&server) == 1, TIMEOUT, "one sub left").await;
+    c.publish("unsub.test", Bytes::from_static(b"2"))
+        .await
+        .unwrap();
+    assert_eq!(&next_msg(&mut keep).await.payload[..], b"2");
+    assert!(
+        drop_me.next().await.is_none(),
+        "unsubscribed stream still yields"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn queue_group_survives_a_member_leaving() {
+    const N: usize = 300;
+    let server = start_default().await;
+    let addr = server.client_addr();
+    let leaving = nats(addr).await;
+    let mut leaving_sub = leaving.queue_subscribe("jobs", "g".into()).await.unwrap();
+    barrier(&leaving).await;
+    let staying = nats(addr).await;
+    let mut staying_sub = staying.queue_subscribe("jobs", "g".into()).await.unwrap();
+    barrier(&staying).await;
+
+    let p = nats(addr).await;
+    for i in 0..N {
+        p.publish("jobs", Bytes::from(format!("a{i}")))
+            .await
+            .unwrap();
+    }
+    barrier(&p).await;
+    barrier(&leaving).await;
+    barrier(&staying).await;
+    let first = drain_now(&mut leaving_sub).len() + drain_now(&mut staying_sub).len();
+    assert_eq!(first, N, "every job delivered once while both are members");
+
+    // One member disconnects; all later jobs go to the other.
+    drop(leaving_sub);
+    drop(leaving);
+    assert_eventually(|| sub_count(&server) == 1, TIMEOUT, "member gone").await;
+    for i in 0..N {
+        p.publish("jobs", Bytes::from(format!("b{i}")))
+            .await
+            .unwrap();
+    }
+    barrier(&p).await;
+    for i in 0..N {
+        assert_eq!(
+            next_msg(&mut staying_sub).await.payload,
+            Bytes::from(format!("b{i}"))
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_disconnects_clients_promptly() {
+    let server = start_default().await;
+    let addr = server.client_addr();
+    let mut raws = Vec::new();
+    for _ in 0..5 {
+        let mut r = Raw::handshake(addr, CONNECT).await;
+        r.send(b"SUB x 1\r\n").await;
+        r.ping_collect().await;
+        raws.push(r);
+    }
+    let ctx = server.ctx.clone();
+    tokio::time::timeout(TIMEOUT, server.shutdown())
+        .await
+        .expect("shutdown finishes");
+    assert!(ctx.conns.is_empty());
+    for r in &mut raws {
+        let (_, end) = r.read_to_end(TIMEOUT).await;
+        assert!(end.is_closed(), "client still connected after shutdown");
+    }
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -364,3 +364,40 @@ async fn client_that_never_sends_connect_is_closed_after_auth_timeout() {
     assert_eventually(|| server.ctx.conns.len() == 1, TIMEOUT, "one left").await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn write_deadline_cuts_off_a_stuck_subscriber() {
+    let server = start(rnats::Options {
+        write_deadline: Duration::from_millis(200),
+        ..opts()
+    })
+    .await;
+    let addr = server.client_addr();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = Raw::from_stream(socket.connect(addr).await.unwrap());
+    stuck.line().await.unwrap();
+    stuck
+        .send(format!("CONNECT {CONNECT}\r\nSUB flood 1\r\n").as_bytes())
+        .await;
+    stuck.ping_collect().await;
+    let cid = cid_of(&server, stuck.stream.local_addr().unwrap()).unwrap();
+
+    // Well under max_pending (64 MiB) but far more than the socket buffers
+    // hold, so the server's write blocks until the deadline.
+    let p = nats(addr).await;
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    for _ in 0..256 {
+        p.publish("flood", chunk.clone()).await.unwrap();
+    }
+    barrier(&p).await;
+    assert_eventually(
+        || !server.ctx.conns.contains_key(&cid),
+        TIMEOUT,
+        "stuck subscriber disconnected by the write deadline",
+    )
+    .await;
+    assert!(server.ctx.stats.slow_consumers.load(Ordering::Relaxed) >= 1);
+    assert_server_works(&p).await;
+    server.shutdown().await;
+}
