@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! rnats: a NATS-compatible message broker built as a tree of supervised
 //! ractor actors. See docs/ARCHITECTURE.md for the tree and the life of a
 //! message.

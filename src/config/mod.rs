@@ -36,6 +36,9 @@ pub struct Options {
     pub pid_file: Option<PathBuf>,
     /// Literal-token shards per account (plus one wildcard shard).
     pub router_shards: usize,
+    /// Credentials (and, on HTTPS, a client-certificate CA) required by the
+    /// monitoring endpoints. nats-server's monitoring has no authentication.
+    pub monitor_auth: Option<MonitorAuth>,
     /// Warnings found while loading (unknown keys, JetStream).
     pub warnings: Vec<String>,
     /// The `authorization` block (or `--user`/`--pass`/`--auth`).
@@ -71,6 +74,7 @@ impl Default for Options {
             log_file: None,
             pid_file: None,
             router_shards: 4,
+            monitor_auth: None,
             warnings: Vec::new(),
             auth: crate::auth::AuthConfig::default(),
             tls: None,
@@ -138,6 +142,7 @@ impl Options {
                 "authorization" => self.apply_authorization(v)?,
                 "tls" => self.tls = Some(crate::tls::TlsOptions::from_config(v)?),
                 "auth_limits" => self.auth_limits = crate::auth::AuthLimits::from_config(v)?,
+                "monitor_auth" => self.monitor_auth = Some(MonitorAuth::from_config(v)?),
                 "jetstream" => self
                     .warnings
                     .push("JetStream is not part of rnats; the jetstream block is ignored".into()),
@@ -172,6 +177,58 @@ impl Options {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default()
+    }
+}
+
+/// `monitor_auth { user, password, token, ca_file, healthz_open }`:
+/// rnats-specific protection for the monitoring endpoints. `password` and
+/// `token` may be bcrypt hashes. `ca_file` makes the HTTPS port demand a
+/// client certificate from that CA. `/healthz` stays open for probes
+/// unless `healthz_open: false`.
+#[derive(Debug, Clone)]
+pub struct MonitorAuth {
+    pub user: Option<String>,
+    pub password: Option<crate::auth::Secret>,
+    pub token: Option<crate::auth::Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub healthz_open: bool,
+}
+
+impl MonitorAuth {
+    fn from_config(v: &Spanned) -> Result<MonitorAuth, ConfigError> {
+        let map = v
+            .as_map()
+            .ok_or_else(|| err(v, "monitor_auth must be a block"))?;
+        let mut m = MonitorAuth {
+            user: None,
+            password: None,
+            token: None,
+            ca_file: None,
+            healthz_open: true,
+        };
+        for (key, val) in map {
+            match key.to_ascii_lowercase().as_str() {
+                "user" | "username" => m.user = Some(string(val)?),
+                "password" | "pass" => {
+                    m.password =
+                        Some(crate::auth::Secret::parse(&string(val)?).map_err(|e| err(val, e))?)
+                }
+                "token" => {
+                    m.token =
+                        Some(crate::auth::Secret::parse(&string(val)?).map_err(|e| err(val, e))?)
+                }
+                "ca_file" => m.ca_file = Some(string(val)?.into()),
+                "healthz_open" => m.healthz_open = boolean(val)?,
+                _ => return Err(err(val, format!("unknown monitor_auth key \"{key}\""))),
+            }
+        }
+        if m.user.is_some() != m.password.is_some() {
+            return Err(err(v, "monitor_auth needs both user and password"));
+        }
+        if m.user.is_none() && m.token.is_none() && m.ca_file.is_none() {
+            return Err(err(v, "monitor_auth needs user/password, token or ca_file"));
+        }
+        Ok(m)
     }
 }
 

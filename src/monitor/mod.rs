@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::client::ConnShared;
 use crate::server::ServerContext;
@@ -57,8 +56,11 @@ impl ClosedConn {
     }
 }
 
-/// Serve one HTTP request on a monitoring connection.
-pub async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
+/// Serve one HTTP request on a monitoring connection (plain or TLS).
+pub async fn serve_connection<S>(ctx: Arc<ServerContext>, mut stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         let mut chunk = [0u8; 1024];
@@ -84,7 +86,15 @@ pub async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
     let mut parts = head.split_whitespace();
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("/");
-    let (status, body) = if method != "GET" && method != "HEAD" {
+    let path = target.split('?').next().unwrap_or("/");
+    let authorized = match ctx.opts().monitor_auth.as_ref() {
+        None => true,
+        Some(m) if m.healthz_open && path.trim_end_matches('/') == "/healthz" => true,
+        Some(m) => check_credentials(m, &head).await,
+    };
+    let (status, body) = if !authorized {
+        (401, json!({"error": "unauthorized"}))
+    } else if method != "GET" && method != "HEAD" {
         (405, json!({"error": "method not allowed"}))
     } else {
         route(&ctx, target)
@@ -93,11 +103,17 @@ pub async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
+        401 => "Unauthorized",
         _ => "Method Not Allowed",
+    };
+    let challenge = if status == 401 {
+        "WWW-Authenticate: Basic realm=\"rnats monitoring\"\r\n"
+    } else {
+        ""
     };
     let header = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {challenge}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -108,6 +124,61 @@ pub async fn serve_connection(ctx: Arc<ServerContext>, mut stream: TcpStream) {
         stream.shutdown().await
     })
     .await;
+}
+
+/// Does the request carry the monitoring credentials (Basic user/password
+/// or a Bearer token)? bcrypt hashes are verified off the async threads.
+async fn check_credentials(m: &crate::config::MonitorAuth, head: &str) -> bool {
+    if m.user.is_none() && m.token.is_none() {
+        // Only a client certificate is required, and the TLS layer checked it.
+        return true;
+    }
+    let Some(value) = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("authorization")
+            .then(|| v.trim().to_string())
+    }) else {
+        return false;
+    };
+    let (scheme, cred) = value.split_once(' ').unwrap_or((value.as_str(), ""));
+    let cred = cred.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return match &m.token {
+            Some(t) => secret_matches(t, cred).await,
+            None => false,
+        };
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let Ok(decoded) = data_encoding::BASE64.decode(cred.as_bytes()) else {
+            return false;
+        };
+        let decoded = String::from_utf8_lossy(&decoded);
+        let Some((user, pass)) = decoded.split_once(':') else {
+            return false;
+        };
+        return match (&m.user, &m.password) {
+            (Some(u), Some(p)) => {
+                let user_ok = crate::auth::ct_eq(u.as_bytes(), user.as_bytes());
+                // Always run the password check so a wrong user costs the same.
+                secret_matches(p, pass).await && user_ok
+            }
+            _ => false,
+        };
+    }
+    false
+}
+
+async fn secret_matches(secret: &crate::auth::Secret, given: &str) -> bool {
+    match secret {
+        crate::auth::Secret::Plain(p) => crate::auth::ct_eq(p.as_bytes(), given.as_bytes()),
+        crate::auth::Secret::Bcrypt { hash, .. } => {
+            let (hash, given) = (hash.to_string(), given.to_string());
+            tokio::task::spawn_blocking(move || bcrypt::verify(given, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false)
+        }
+    }
 }
 
 /// Route a request target to its JSON document.
@@ -215,6 +286,10 @@ fn varz(ctx: &ServerContext) -> Value {
         "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
         "stale_connections": s.stale_connections.load(Ordering::Relaxed),
         "subscriptions": ctx.global_account.router.count(),
+        "auth_limits": ctx.auth().limiter().stats(),
+        "bcrypt_verifications": ctx.auth().bcrypt_pool().verifications(),
+        "tls_required": ctx.tls().is_some(),
+        "auth_required": ctx.auth().auth_required(),
         "config_load_time": rfc3339(ctx.start_time),
     })
 }

@@ -10,10 +10,22 @@ use tokio::net::TcpListener;
 use super::ServerContext;
 use crate::client::ClientSupMsg;
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub enum ListenerKind {
     Client,
     Monitor,
+    /// HTTPS monitoring: TLS first, then the same endpoints.
+    MonitorTls(tokio_rustls::TlsAcceptor),
+}
+
+impl std::fmt::Debug for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ListenerKind::Client => "client",
+            ListenerKind::Monitor => "monitor",
+            ListenerKind::MonitorTls(_) => "https monitor",
+        })
+    }
 }
 
 pub struct ListenerArgs {
@@ -78,7 +90,7 @@ async fn accept_loop(args: ListenerArgs, myself: ActorRef<ListenerMsg>) {
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                match kind {
+                match &kind {
                     ListenerKind::Client => {
                         let Some(sup) = ctx.client_sup() else {
                             // The client supervisor is restarting; drop this one.
@@ -90,6 +102,16 @@ async fn accept_loop(args: ListenerArgs, myself: ActorRef<ListenerMsg>) {
                     }
                     ListenerKind::Monitor => {
                         tokio::spawn(crate::monitor::serve_connection(ctx.clone(), stream));
+                    }
+                    ListenerKind::MonitorTls(acceptor) => {
+                        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
+                        tokio::spawn(async move {
+                            let timeout = std::time::Duration::from_secs(2);
+                            match crate::tls::accept(&acceptor, stream, timeout).await {
+                                Ok(tls) => crate::monitor::serve_connection(ctx, tls).await,
+                                Err(e) => tracing::debug!("{peer} - https monitor: {e}"),
+                            }
+                        });
                     }
                 }
             }

@@ -185,6 +185,7 @@ fn new_server_id() -> String {
 pub struct Server {
     pub ctx: Arc<ServerContext>,
     pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
     supervisor: ActorRef<SupervisorMsg>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -235,6 +236,43 @@ impl Server {
             None
         };
         let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let https = if opts.https_port != 0 {
+            let Some(tls) = &opts.tls else {
+                return Err(StartError(
+                    "https_port needs a tls block (the monitor uses the server certificate)".into(),
+                ));
+            };
+            // Same certificate; client certificates only when monitor_auth
+            // names a CA for them.
+            let mut mtls = tls.clone();
+            mtls.verify_and_map = false;
+            mtls.verify = false;
+            mtls.ca_file = None;
+            mtls.pinned_certs.clear();
+            if let Some(ca) = opts.monitor_auth.as_ref().and_then(|m| m.ca_file.clone()) {
+                mtls.ca_file = Some(ca);
+                mtls.verify = true;
+            }
+            let config = crate::tls::server_config(&mtls)
+                .map_err(|e| StartError(format!("HTTPS monitor TLS error: {e}")))?;
+            let p = if opts.https_port < 0 {
+                0
+            } else {
+                opts.https_port as u16
+            };
+            let l = TcpListener::bind((opts.http_host.as_str(), p))
+                .await
+                .map_err(|e| {
+                    StartError(format!(
+                        "Error listening on https monitor port: {}:{}, \"{e}\"",
+                        opts.http_host, opts.https_port
+                    ))
+                })?;
+            Some((Arc::new(l), tokio_rustls::TlsAcceptor::from(config)))
+        } else {
+            None
+        };
+        let https_addr = https.as_ref().and_then(|(l, _)| l.local_addr().ok());
         let auth = Authenticator::from_options(&opts)
             .map_err(|e| StartError(format!("authorization configuration error: {e}")))?;
         let tls = match &opts.tls {
@@ -285,12 +323,16 @@ impl Server {
             ctx: ctx.clone(),
             client_listener: Arc::new(client_listener),
             http_listener: http_listener.map(Arc::new),
+            https,
         };
         let (supervisor, handle) = Actor::spawn(None, ServerSupervisor, args)
             .await
             .map_err(|e| StartError(format!("could not start supervisor: {e}")))?;
         if let Some(a) = http_addr {
             tracing::info!("Starting http monitor on {}", a);
+        }
+        if let Some(a) = https_addr {
+            tracing::info!("Starting https monitor on {}", a);
         }
         tracing::info!("Listening for client connections on {}", client_addr);
         tracing::info!("Server is ready");
@@ -301,6 +343,7 @@ impl Server {
         Ok(Server {
             ctx,
             http_addr,
+            https_addr,
             supervisor,
             done,
         })
@@ -423,6 +466,7 @@ pub struct SupervisorArgs {
     ctx: Arc<ServerContext>,
     client_listener: Arc<TcpListener>,
     http_listener: Option<Arc<TcpListener>>,
+    https: Option<(Arc<TcpListener>, tokio_rustls::TlsAcceptor)>,
 }
 
 pub struct SupervisorState {
@@ -436,6 +480,7 @@ enum Child {
     Clients,
     ClientListener,
     MonitorListener,
+    HttpsListener,
 }
 
 /// Root of the tree. Restarts a failed child with a short backoff; the
@@ -494,6 +539,23 @@ impl ServerSupervisor {
                 .await?;
                 a.get_cell()
             }
+            Child::HttpsListener => {
+                let Some((l, acceptor)) = st.args.https.clone() else {
+                    return Ok(());
+                };
+                let (a, _) = Actor::spawn_linked(
+                    None,
+                    ListenerActor,
+                    ListenerArgs {
+                        ctx: ctx.clone(),
+                        listener: l,
+                        kind: ListenerKind::MonitorTls(acceptor),
+                    },
+                    sup,
+                )
+                .await?;
+                a.get_cell()
+            }
         };
         st.children.push((cell, child));
         Ok(())
@@ -519,6 +581,7 @@ impl Actor for ServerSupervisor {
             Child::Clients,
             Child::ClientListener,
             Child::MonitorListener,
+            Child::HttpsListener,
         ] {
             Self::start_child(&myself, &mut st, child).await?;
         }
