@@ -613,3 +613,89 @@ async fn shutdown_disconnects_clients_promptly() {
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Publish on `subject` from `publishers` connections until `stop` is set
+/// (bounded by `max_each` messages per publisher).
+fn flood(
+    addr: std::net::SocketAddr,
+    subject: &'static str,
+    publishers: usize,
+    max_each: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<usize>> {
+    (0..publishers)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let c = nats(addr).await;
+                let mut sent = 0;
+                while sent < max_each && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    c.publish(subject, Bytes::from_static(b"flood"))
+                        .await
+                        .unwrap();
+                    sent += 1;
+                    if sent % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                barrier(&c).await;
+                sent
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn nothing_is_delivered_after_unsub_is_acknowledged() {
+    let server = start_default().await;
+    let addr = server.client_addr();
+    let mut sub = Raw::handshake(addr, CONNECT).await;
+    sub.send(b"SUB race 1\r\n").await;
+    sub.ping_collect().await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers = flood(addr, "race", 3, 200_000, stop.clone());
+    // Wait until messages are flowing.
+    let m = sub.msg().await;
+    assert_eq!(m.sid, "1");
+
+    // UNSUB while publishers keep going. Whatever was queued before the
+    // UNSUB arrives before the PONG; nothing for sid 1 may come after it.
+    sub.send(b"UNSUB 1\r\n").await;
+    sub.ping_collect().await;
+    for _ in 0..3 {
+        let (lines, msgs) = sub.ping_collect().await;
+        assert!(lines.is_empty(), "{lines:?}");
+        assert!(msgs.is_empty(), "{} message(s) after UNSUB", msgs.len());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in publishers {
+        tokio::time::timeout(TIMEOUT, p).await.unwrap().unwrap();
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn auto_unsubscribe_is_exact_under_concurrent_publishers() {
+    const MAX: usize = 100;
+    let server = start_default().await;
+    let addr = server.client_addr();
+    let mut sub = Raw::handshake(addr, CONNECT).await;
+    sub.send(format!("SUB burst 1\r\nUNSUB 1 {MAX}\r\n").as_bytes())
+        .await;
+    sub.ping_collect().await;
+
+    // Four publishers race well past the limit.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers = flood(addr, "burst", 4, 2_000, stop);
+    let mut sent = 0;
+    for p in publishers {
+        sent += tokio::time::timeout(TIMEOUT, p).await.unwrap().unwrap();
+    }
+    assert_eq!(sent, 8_000);
+    let (lines, msgs) = sub.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    assert_eq!(msgs.len(), MAX, "exactly max messages, then unsubscribed");
+    assert_eventually(|| sub_count(&server) == 0, TIMEOUT, "sub removed").await;
+    server.shutdown().await;
+}
