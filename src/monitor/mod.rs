@@ -311,10 +311,8 @@ fn conn_json(c: &ConnShared, subs: bool, now: SystemTime) -> Value {
         "in_bytes": c.in_bytes.load(Ordering::Relaxed),
         "out_bytes": out_bytes,
         "subscriptions": c.num_subs(),
-        "name": meta.name,
-        "lang": meta.lang,
-        "version": meta.version,
     });
+    set_client_strings(&mut v, &meta.name, &meta.lang, &meta.version);
     if let Some(u) = meta.user {
         v["authorized_user"] = json!(u);
     }
@@ -324,7 +322,8 @@ fn conn_json(c: &ConnShared, subs: bool, now: SystemTime) -> Value {
     if let Some(t) = meta.tls_cipher {
         v["tls_cipher_suite"] = json!(t);
     }
-    if subs {
+    // nats-server lists subscriptions only for connections that have some.
+    if subs && c.num_subs() > 0 {
         let list: Vec<String> = c
             .subs
             .lock()
@@ -336,6 +335,16 @@ fn conn_json(c: &ConnShared, subs: bool, now: SystemTime) -> Value {
     v
 }
 
+/// `name`, `lang` and `version` as nats-server shows them: omitted when
+/// the client did not send them.
+fn set_client_strings(v: &mut Value, name: &str, lang: &str, version: &str) {
+    for (key, value) in [("name", name), ("lang", lang), ("version", version)] {
+        if !value.is_empty() {
+            v[key] = json!(value);
+        }
+    }
+}
+
 fn connz(ctx: &ServerContext, subs: bool, closed: bool, offset: usize, limit: usize) -> Value {
     let now = SystemTime::now();
     let (total, conns): (usize, Vec<Value>) = if closed {
@@ -345,14 +354,15 @@ fn connz(ctx: &ServerContext, subs: bool, closed: bool, offset: usize, limit: us
             .skip(offset)
             .take(limit)
             .map(|c| {
-                json!({
+                let mut v = json!({
                     "cid": c.cid, "kind": "Client", "type": "nats", "ip": c.ip, "port": c.port,
                     "start": rfc3339(c.start), "stop": rfc3339(c.stop), "reason": c.reason,
                     "uptime": uptime(c.stop.duration_since(c.start).unwrap_or_default()),
                     "in_msgs": c.in_msgs, "in_bytes": c.in_bytes, "out_msgs": c.out_msgs,
-                    "out_bytes": c.out_bytes, "name": c.name, "lang": c.lang, "version": c.version,
-                    "subscriptions": 0, "pending_bytes": 0,
-                })
+                    "out_bytes": c.out_bytes, "subscriptions": 0, "pending_bytes": 0,
+                });
+                set_client_strings(&mut v, &c.name, &c.lang, &c.version);
+                v
             })
             .collect();
         (closed.len(), list)
