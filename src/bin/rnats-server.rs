@@ -47,6 +47,9 @@ struct Cli {
     /// Timestamp log entries (default: true)
     #[arg(short = 'T', long = "logtime", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     logtime: Option<bool>,
+    /// Log JSON lines (one object per event) instead of text
+    #[arg(long = "log_json")]
+    log_json: bool,
     /// Enable debugging output
     #[arg(short = 'D', long = "debug")]
     debug: bool,
@@ -182,6 +185,7 @@ fn main() -> ExitCode {
         opts.debug,
         opts.trace,
         opts.logtime,
+        opts.log_json,
         opts.log_file.as_deref(),
     ) {
         eprintln!("rnats-server: cannot open log file: {e}");
@@ -239,6 +243,7 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
         opts.logtime = t;
     }
     opts.debug |= cli.debug;
+    opts.log_json |= cli.log_json;
     opts.trace |= cli.trace;
     if let Some(p) = &cli.pid {
         opts.pid_file = Some(p.clone());

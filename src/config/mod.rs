@@ -32,6 +32,8 @@ pub struct Options {
     pub debug: bool,
     pub trace: bool,
     pub logtime: bool,
+    /// Log JSON lines instead of nats-server's text format.
+    pub log_json: bool,
     pub log_file: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     /// Literal-token shards per account (plus one wildcard shard).
@@ -71,6 +73,7 @@ impl Default for Options {
             debug: false,
             trace: false,
             logtime: true,
+            log_json: false,
             log_file: None,
             pid_file: None,
             router_shards: 4,
@@ -137,6 +140,7 @@ impl Options {
                 "debug" => self.debug = boolean(v)?,
                 "trace" => self.trace = boolean(v)?,
                 "logtime" => self.logtime = boolean(v)?,
+                "log_json" => self.log_json = boolean(v)?,
                 "log_file" | "logfile" => self.log_file = Some(string(v)?.into()),
                 "pid_file" | "pidfile" => self.pid_file = Some(string(v)?.into()),
                 "authorization" => self.apply_authorization(v)?,

@@ -72,7 +72,13 @@ impl Write for FileGuard<'_> {
 
 /// Install the global subscriber. `debug` (-D) and `trace` (-V) raise the
 /// level for rnats's own events only; dependencies stay at warnings.
-pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std::io::Result<()> {
+pub fn init(
+    debug: bool,
+    trace: bool,
+    logtime: bool,
+    json: bool,
+    file: Option<&Path>,
+) -> std::io::Result<()> {
     let level = if trace {
         "trace"
     } else if debug {
@@ -81,6 +87,28 @@ pub fn init(debug: bool, trace: bool, logtime: bool, file: Option<&Path>) -> std
         "info"
     };
     let filter = tracing_subscriber::EnvFilter::new(format!("warn,rnats={level}"));
+    if json {
+        // JSON lines: one object per event, audit fields as JSON fields,
+        // for log shippers and SIEMs.
+        let builder = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .with_target(true);
+        let _ = match file {
+            Some(path) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                builder
+                    .with_writer(FileWriter(Mutex::new(f)))
+                    .try_init()
+            }
+            None => builder.with_writer(std::io::stderr).try_init(),
+        };
+        return Ok(());
+    }
     let format = NatsFormat {
         pid: std::process::id(),
         logtime,
