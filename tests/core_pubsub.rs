@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_reaches_subscriber() {
     let server = start_default().await;
     let sub_client = nats(server.client_addr()).await;
@@ -51,7 +51,7 @@ async fn until_end(sub: &mut async_nats::Subscriber) -> Vec<String> {
     panic!("no end marker: {got:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcards_match_and_do_not_overmatch() {
     let server = start_default().await;
     let s = nats(server.client_addr()).await;
@@ -131,7 +131,7 @@ fn drain_now(sub: &mut async_nats::Subscriber) -> Vec<Bytes> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_group_delivers_each_message_exactly_once() {
     const N: usize = 1000;
     let server = start_default().await;
@@ -187,7 +187,7 @@ async fn queue_group_delivers_each_message_exactly_once() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_reply() {
     let server = start_default().await;
     let responder = nats(server.client_addr()).await;
@@ -224,7 +224,7 @@ async fn request_reply() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_round_trip() {
     let server = start_default().await;
     let s = nats(server.client_addr()).await;
@@ -258,7 +258,7 @@ async fn headers_round_trip() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_without_responders_fails_fast() {
     let server = start_default().await;
     let c = nats_with(
@@ -281,7 +281,7 @@ async fn request_without_responders_fails_fast() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_off_suppresses_own_messages_only() {
     let server = start_default().await;
     let mut quiet = Raw::handshake(
@@ -314,7 +314,7 @@ async fn echo_off_suppresses_own_messages_only() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_keep_publisher_order() {
     const N: u32 = 10_000;
     let server = start_default().await;
@@ -339,7 +339,7 @@ async fn ten_thousand_messages_keep_publisher_order() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mebibyte_payload_round_trip() {
     let server = start_default().await;
     assert_eq!(server.ctx.opts().max_payload, 1024 * 1024);
@@ -356,7 +356,7 @@ async fn one_mebibyte_payload_round_trip() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsub_with_max_auto_unsubscribes() {
     let server = start_default().await;
     let mut sub = Raw::handshake(server.client_addr(), CONNECT).await;
@@ -408,7 +408,7 @@ async fn unsub_with_max_auto_unsubscribes() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbose_mode_acknowledges_ops() {
     let server = start_default().await;
     let mut c = Raw::connect(server.client_addr()).await;
@@ -441,7 +441,7 @@ async fn verbose_mode_acknowledges_ops() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pedantic_flags_invalid_publish_subject() {
     let server = start_default().await;
     let mut watcher = Raw::handshake(server.client_addr(), CONNECT).await;
@@ -474,7 +474,7 @@ async fn pedantic_flags_invalid_publish_subject() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn omitted_connect_fields_default_to_verbose() {
     // nats-server's defaults: a CONNECT without "verbose" is verbose.
     let server = start_default().await;
@@ -486,7 +486,7 @@ async fn omitted_connect_fields_default_to_verbose() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fan_out_reaches_every_subscriber_in_order() {
     const SUBSCRIBERS: usize = 20;
     const N: u32 = 500;
@@ -520,7 +520,7 @@ async fn fan_out_reaches_every_subscriber_in_order() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_stops_delivery() {
     let server = start_default().await;
     let c = nats(server.client_addr()).await;
@@ -547,7 +547,7 @@ async fn unsubscribe_stops_delivery() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_group_survives_a_member_leaving() {
     const N: usize = 300;
     let server = start_default().await;
@@ -590,7 +590,7 @@ async fn queue_group_survives_a_member_leaving() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_disconnects_clients_promptly() {
     let server = start_default().await;
     let addr = server.client_addr();
@@ -645,7 +645,7 @@ fn flood(
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_delivered_after_unsub_is_acknowledged() {
     let server = start_default().await;
     let addr = server.client_addr();
@@ -675,7 +675,7 @@ async fn nothing_is_delivered_after_unsub_is_acknowledged() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_unsubscribe_is_exact_under_concurrent_publishers() {
     const MAX: usize = 100;
     let server = start_default().await;

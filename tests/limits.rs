@@ -23,7 +23,7 @@ async fn assert_server_works(client: &async_nats::Client) {
     assert_eq!(&next_msg(&mut sub).await.payload[..], b"still here");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_payload_is_enforced() {
     let server = start(rnats::Options {
         max_payload: 1024,
@@ -75,7 +75,7 @@ async fn max_payload_is_enforced() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_refuses_the_extra_client() {
     let server = start(rnats::Options {
         max_connections: 2,
@@ -108,7 +108,7 @@ async fn max_connections_refuses_the_extra_client() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_subscriptions_refuses_extra_subs_but_keeps_the_connection() {
     let server = start(rnats::Options {
         max_subscriptions: 3,
@@ -137,7 +137,7 @@ async fn max_subscriptions_refuses_extra_subs_but_keeps_the_connection() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_cut_off_while_healthy_subscriber_gets_everything() {
     const MSG_SIZE: usize = 1024;
     const TOTAL: usize = 20 * 1024 * 1024;
@@ -244,7 +244,7 @@ async fn protocol_error(server: &rnats::Server, input: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_input_closes_only_the_offender() {
     let server = start_default().await;
     let bystander = nats(server.client_addr()).await;
@@ -283,7 +283,7 @@ async fn malformed_input_closes_only_the_offender() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_pings_close_a_stale_connection() {
     let server = start(rnats::Options {
         ping_interval: Duration::from_millis(200),
@@ -340,7 +340,7 @@ async fn unanswered_pings_close_a_stale_connection() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_that_never_sends_connect_is_closed_after_auth_timeout() {
     let timeout = Duration::from_millis(300);
     let server = start(rnats::Options {
@@ -365,7 +365,7 @@ async fn client_that_never_sends_connect_is_closed_after_auth_timeout() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_deadline_cuts_off_a_stuck_subscriber() {
     let server = start(rnats::Options {
         write_deadline: Duration::from_millis(200),
@@ -399,5 +399,47 @@ async fn write_deadline_cuts_off_a_stuck_subscriber() {
     .await;
     assert!(server.ctx.stats.slow_consumers.load(Ordering::Relaxed) >= 1);
     assert_server_works(&p).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_before_a_close_always_arrives() {
+    // The -ERR is queued just before the connection is torn down; it must
+    // survive the cleanup racing with the writer's final flush.
+    let server = start_default().await;
+    for round in 0..100 {
+        let mut c = Raw::handshake(server.client_addr(), CONNECT).await;
+        c.send(b"FOO\r\n").await;
+        let got = c.expect_closed().await;
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "-ERR 'Unknown Protocol Operation'\r\n",
+            "round {round}"
+        );
+    }
+    assert_eventually(|| server.ctx.conns.is_empty(), TIMEOUT, "all closed").await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_control_line_is_enforced() {
+    let server = start(rnats::Options {
+        max_control_line: 64,
+        ..opts()
+    })
+    .await;
+    // 64 bytes of arguments are fine...
+    let mut c = Raw::handshake(server.client_addr(), CONNECT).await;
+    let subject = "s".repeat(62);
+    c.send(format!("SUB {subject} 1\r\n").as_bytes()).await;
+    let (lines, _) = c.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    // ...65 are not.
+    c.send(format!("SUB {subject}x 2\r\n").as_bytes()).await;
+    let got = c.expect_closed().await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR 'maximum control line exceeded'\r\n"
+    );
     server.shutdown().await;
 }

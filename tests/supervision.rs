@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_connection_actor_is_cleaned_up() {
     let server = start_default().await;
     let addr = server.client_addr();
@@ -78,7 +78,7 @@ async fn panicking_connection_actor_is_cleaned_up() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_panics_do_not_disturb_the_supervisor() {
     let server = start_default().await;
     let addr = server.client_addr();
@@ -107,7 +107,7 @@ async fn repeated_panics_do_not_disturb_the_supervisor() {
     server.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_clients_come_and_go_without_leaks() {
     let server = start_default().await;
     let addr = server.client_addr();
