@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
 
@@ -174,5 +176,49 @@ async fn fifty_clients_come_and_go_without_leaks() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 51
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_while_subscribing_leaves_no_subscriptions_behind() {
+    // The connection's reader may still be handling a burst of SUBs when
+    // its actor fails and the supervisor cleans up: none of those SUBs may
+    // outlive the connection in the router.
+    let server = start_default().await;
+    let addr = server.client_addr();
+    for round in 0..20 {
+        let mut c = Raw::handshake(addr, CONNECT).await;
+        let cid = cid_of(&server, c.stream.local_addr().unwrap()).unwrap();
+        let mut burst = Vec::new();
+        for i in 0..5_000 {
+            burst.extend_from_slice(format!("SUB burst.{round}.{i} {i}\r\n").as_bytes());
+        }
+        let writer = tokio::spawn(async move {
+            // The server may close mid-burst; write errors are expected.
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut c.stream, &burst).await;
+            c
+        });
+        // Let part of the burst in, then fail the actor.
+        assert_eventually(
+            || sub_count(&server) > 0,
+            TIMEOUT,
+            "some subscriptions arrive",
+        )
+        .await;
+        server.ctx.inject_connection_panic(cid);
+        let _c = writer.await.unwrap();
+        assert_eventually(
+            || !server.ctx.conns.contains_key(&cid),
+            TIMEOUT,
+            "connection removed",
+        )
+        .await;
+        assert_eventually(
+            || sub_count(&server) == 0,
+            Duration::from_secs(3),
+            &format!("round {round}: {} subscriptions leaked", sub_count(&server)),
+        )
+        .await;
+    }
     server.shutdown().await;
 }

@@ -563,6 +563,15 @@ impl Reader {
         ));
         {
             let mut subs = self.shared.subs.lock();
+            // The supervisor may already have cleaned this connection up
+            // (its actor failed) while this reader is still working through
+            // a burst of SUBs. Cleanup marks the connection closing before
+            // it drains `subs` under this lock, so checking here, under the
+            // lock, means a SUB is either drained by cleanup or refused;
+            // otherwise it would stay in the router for good.
+            if self.shared.is_closing() {
+                return Err(Stop::Close(CloseReason::ClientClosed));
+            }
             if subs.contains_key(&sid[..]) {
                 // nats-server ignores a SUB that reuses a live sid.
                 return Ok(true);

@@ -367,6 +367,10 @@ impl ConnShared {
             return false;
         }
         self.close(CloseReason::ClientClosed);
+        // Closing must be visible before `subs` is drained (the reader
+        // refuses new SUBs once it is); `close` may have returned early
+        // while another thread's close is still about to cancel.
+        self.closing.cancel();
         let subs: Vec<_> = self.subs.lock().drain().map(|(_, s)| s).collect();
         self.account.router.unsubscribe(subs);
         // Seal rather than close: cleanup can run (from post_stop or the
