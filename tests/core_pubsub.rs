@@ -699,3 +699,57 @@ async fn auto_unsubscribe_is_exact_under_concurrent_publishers() {
     assert_eventually(|| sub_count(&server) == 0, TIMEOUT, "sub removed").await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_with_a_stuck_subscriber() {
+    let server = start_default().await;
+    let addr = server.client_addr();
+    // A subscriber that never reads, with a tiny receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = Raw::from_stream(socket.connect(addr).await.unwrap());
+    stuck.line().await.unwrap();
+    stuck
+        .send(format!("CONNECT {CONNECT}\r\nSUB load 1\r\n").as_bytes())
+        .await;
+    stuck.ping_collect().await;
+    let reader = nats(addr).await;
+    let _sub = reader.subscribe("load").await.unwrap();
+    barrier(&reader).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publishers = flood(addr, "load", 2, 50_000, stop.clone());
+    // Let traffic build up, then shut down in the middle of it.
+    assert_eventually(
+        || {
+            server
+                .ctx
+                .stats
+                .in_msgs
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 5_000
+        },
+        TIMEOUT,
+        "traffic flowing",
+    )
+    .await;
+    let ctx = server.ctx.clone();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(TIMEOUT, server.shutdown())
+        .await
+        .expect("shutdown under load finishes");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(ctx.conns.is_empty());
+    // The stuck subscriber's socket is closed too.
+    let (_, end) = stuck.read_to_end(TIMEOUT).await;
+    assert!(end.is_closed(), "stuck subscriber still connected");
+    // The publishers' clients would try to reconnect forever: stop them.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in publishers {
+        p.abort();
+    }
+}
