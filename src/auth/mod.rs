@@ -261,6 +261,34 @@ impl Authenticator {
         })
     }
 
+    /// Check the credentials an already-connected client logged in with
+    /// against this (reloaded) configuration. Unlike [`authenticate`]
+    /// this neither consults nor feeds the failure limiter: the client is
+    /// not attempting a login, the server is re-evaluating an old one, so
+    /// a password rotation that drops several clients of one host must not
+    /// get that host banned, and a source banned meanwhile (by someone
+    /// else's guesses behind the same NAT) keeps its valid connections.
+    ///
+    /// [`authenticate`]: Self::authenticate
+    pub async fn recheck(
+        &self,
+        user: Option<&str>,
+        pass: Option<&str>,
+        token: Option<&str>,
+        tls_identity: Option<&CertIdentity>,
+    ) -> Result<AuthOk, AuthFailure> {
+        let method = self.method();
+        let failure_user = user.map(str::to_string);
+        let user = user.filter(|u| !u.is_empty());
+        self.check(user, pass, token, tls_identity)
+            .await
+            .map_err(|reason| AuthFailure {
+                reason,
+                method,
+                user: failure_user,
+            })
+    }
+
     async fn check(
         &self,
         user: Option<&str>,

@@ -255,9 +255,13 @@ async fn secure(
     let debug = ctx.debug();
     let (peer, cid) = (shared.peer, shared.cid);
     let handshake_first = tls.opts.handshake_first;
+    // One deadline for the whole upgrade (INFO, the client's first byte,
+    // the handshake). Separate timeouts for each step let a silent client
+    // hold the connection for twice the TLS timeout.
+    let deadline = tokio::time::Instant::now() + tls.opts.timeout;
     if !handshake_first {
         let info = ctx.client_info_line(&shared);
-        if tokio::time::timeout(tls.opts.timeout, stream.write_all(&info))
+        if tokio::time::timeout_at(deadline, stream.write_all(&info))
             .await
             .map_or(true, |r| r.is_err())
         {
@@ -268,7 +272,7 @@ async fn secure(
         // A client speaking plain NATS to a TLS-only server: say so in
         // clear instead of failing the handshake obscurely.
         let mut first = [0u8; 1];
-        let peeked = tokio::time::timeout(tls.opts.timeout, stream.peek(&mut first)).await;
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
         if matches!(peeked, Ok(Ok(1))) && first[0] != 0x16 {
             let _ = stream
                 .write_all(b"-ERR 'Secure Connection - TLS Required'\r\n")
@@ -282,7 +286,8 @@ async fn secure(
     if debug {
         tracing::debug!("{peer} - cid:{cid} - Starting TLS client connection handshake");
     }
-    let tls_stream = match crate::tls::accept(&tls.acceptor, stream, tls.opts.timeout).await {
+    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let tls_stream = match crate::tls::accept(&tls.acceptor, stream, remaining).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("{peer} - cid:{cid} - TLS handshake error: {e}");

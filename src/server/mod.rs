@@ -400,9 +400,10 @@ async fn recheck_clients(ctx: Arc<ServerContext>) {
         }
         let creds = conn.credentials.lock().clone().unwrap_or_default();
         let identity = conn.tls_identity.lock().clone();
+        // Not `authenticate`: a re-check is no login attempt and must not
+        // count as a failure with the limiter (or be refused by a ban).
         let result = auth
-            .authenticate(
-                conn.peer.ip(),
+            .recheck(
                 creds.user.as_deref(),
                 creds.pass.as_deref(),
                 creds.token.as_deref(),
