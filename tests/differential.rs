@@ -375,6 +375,16 @@ async fn outcome(addr: SocketAddr, connect: Option<&str>, input: &[u8]) -> (Stri
     }
 }
 
+/// The one deliberate difference: where nats-server closes on a malformed
+/// frame without a word (bad PUB/SUB/UNSUB/HPUB arguments, bad CONNECT
+/// JSON), rnats sends the same bytes plus `-ERR 'Unknown Protocol
+/// Operation'` before closing, so the client learns why.
+fn explains_silent_close(theirs: &(String, End), ours: &(String, End)) -> bool {
+    theirs.1.is_closed()
+        && ours.1.is_closed()
+        && ours.0 == format!("{}-ERR 'Unknown Protocol Operation'\r\n", theirs.0)
+}
+
 #[tokio::test]
 async fn protocol_errors_and_edge_cases_match_nats_server() {
     let Some(pair) = start_pair("diff-proto").await else {
@@ -391,7 +401,7 @@ async fn protocol_errors_and_edge_cases_match_nats_server() {
             // A reset can swallow the last bytes: compare only that both closed.
             theirs.1.is_closed() && ours.1.is_closed()
         } else {
-            theirs == ours
+            theirs == ours || explains_silent_close(&theirs, &ours)
         };
         if !same {
             mismatches.push(format!(
@@ -515,13 +525,14 @@ async fn slow_consumer_matches_nats_server() {
         }
         // The publisher is unaffected.
         let (publisher_lines, _) = publisher.ping_collect().await;
-        // The subscriber gets messages then EOF, and no -ERR.
+        // The subscriber gets messages then EOF.
         let (bytes, end) = stuck.read_to_end(TIMEOUT).await;
-        let text = String::from_utf8_lossy(&bytes);
         vec![
             format!("{publisher_lines:?}"),
             format!("{end:?}"),
-            format!("contains -ERR: {}", text.contains("-ERR")),
+            // Deliberately not compared: rnats tells a slow consumer why
+            // (`-ERR 'Slow Consumer'`, when its socket has room), while
+            // nats-server closes it silently. See limits.rs.
             format!("got the whole flood: {}", bytes.len() >= 3000 * 1000),
         ]
     })

@@ -251,10 +251,9 @@ async fn malformed_input_closes_only_the_offender() {
     let mut bystander_sub = bystander.subscribe("watch").await.unwrap();
     barrier(&bystander).await;
 
-    // What nats-server sends for each (docs/NATS_BEHAVIOUR.md section 0):
-    // an unknown op and a payload that does not match its size get
-    // 'Unknown Protocol Operation'; malformed PUB arguments close the
-    // connection without any -ERR.
+    // Every malformed frame gets 'Unknown Protocol Operation' and a close.
+    // (nats-server closes on malformed PUB arguments without any -ERR;
+    // rnats deliberately says why: see tests/differential.rs.)
     let cases: &[(&[u8], &str)] = &[
         (b"FOO\r\n", "-ERR 'Unknown Protocol Operation'\r\n"),
         (b"SUB\r\n", "-ERR 'Unknown Protocol Operation'\r\n"),
@@ -262,8 +261,8 @@ async fn malformed_input_closes_only_the_offender() {
             b"PUB watch 2\r\nabc\r\n",
             "-ERR 'Unknown Protocol Operation'\r\n",
         ),
-        (b"PUB foo\r\n", ""),
-        (b"PUB foo x\r\n", ""),
+        (b"PUB foo\r\n", "-ERR 'Unknown Protocol Operation'\r\n"),
+        (b"PUB foo x\r\n", "-ERR 'Unknown Protocol Operation'\r\n"),
     ];
     for (input, want) in cases {
         let got = protocol_error(&server, input).await;
@@ -441,5 +440,36 @@ async fn max_control_line_is_enforced() {
         String::from_utf8_lossy(&got),
         "-ERR 'maximum control line exceeded'\r\n"
     );
+    server.shutdown().await;
+}
+
+/// rnats tells a slow consumer why it is cut off (nats-server closes it
+/// silently). A message larger than max_pending overflows at once, while
+/// the subscriber's socket is still empty, so the line can be delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_told_why() {
+    let server = start(rnats::Options {
+        max_pending: 1024,
+        ..opts()
+    })
+    .await;
+    let mut sub = Raw::handshake(server.client_addr(), CONNECT).await;
+    sub.send(b"SUB big 1\r\n").await;
+    let (lines, _) = sub.ping_collect().await;
+    assert!(lines.is_empty());
+    let publisher = nats(server.client_addr()).await;
+    publisher
+        .publish("big", vec![b'x'; 4096].into())
+        .await
+        .unwrap();
+    publisher.flush().await.unwrap();
+    let got = sub.expect_closed().await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR 'Slow Consumer'\r\n",
+        "the slow consumer is told why, and gets nothing else"
+    );
+    assert!(server.ctx.stats.slow_consumers.load(Ordering::Relaxed) >= 1);
+    assert_server_works(&publisher).await;
     server.shutdown().await;
 }

@@ -140,7 +140,7 @@ pub mod errors {
     pub const MAX_CONTROL_LINE: &[u8] = b"-ERR 'maximum control line exceeded'\r\n";
     pub const INVALID_SUBJECT: &[u8] = b"-ERR 'Invalid Subject'\r\n";
     pub const INVALID_PUB_SUBJECT: &[u8] = b"-ERR 'Invalid Publish Subject'\r\n";
-    /// Not sent to clients: nats-server closes a slow consumer silently.
+    /// Sent (best effort) to a client cut off as a slow consumer.
     pub const SLOW_CONSUMER: &[u8] = b"-ERR 'Slow Consumer'\r\n";
     pub const STALE_CONNECTION: &[u8] = b"-ERR 'Stale Connection'\r\n";
     pub const MAX_CONNECTIONS: &[u8] = b"-ERR 'maximum connections exceeded'\r\n";
@@ -367,14 +367,18 @@ impl Reader {
                 (errors::MAX_PAYLOAD, CloseReason::MaxPayloadExceeded)
             }
             ProtocolError::BadArgs(op) => {
-                // nats-server closes on malformed arguments without any -ERR
-                // line (it only logs e.g. `processPub Parse Error`).
+                // nats-server closes here without a word (it only logs
+                // `processPub Parse Error`); rnats says why, with the
+                // protocol's generic parse error, so a client can tell.
                 tracing::error!(
                     "{} - cid:{} - {op} arguments malformed",
                     self.shared.peer,
                     self.shared.cid
                 );
-                return self.close_after_error(CloseReason::ProtocolViolation("bad arguments"));
+                (
+                    errors::UNKNOWN_OP,
+                    CloseReason::ProtocolViolation("bad arguments"),
+                )
             }
             ProtocolError::BadPayload => (
                 errors::UNKNOWN_OP,
@@ -397,9 +401,9 @@ impl Reader {
     }
 
     async fn connect(&mut self, json: &[u8]) -> Result<(), Stop> {
-        // Like nats-server, a CONNECT that is not a valid JSON object closes
-        // the connection without an -ERR line. (serde would take `[]` for a
-        // struct, hence the check for `{`.)
+        // A CONNECT that is not a valid JSON object closes the connection;
+        // nats-server does so silently, rnats says why. (serde would take
+        // `[]` for a struct, hence the check for `{`.)
         let parsed: Result<ConnectOptions, String> = if json.first() == Some(&b'{') {
             serde_json::from_slice(json).map_err(|e| e.to_string())
         } else {
@@ -413,6 +417,7 @@ impl Reader {
                     self.shared.peer,
                     self.shared.cid
                 );
+                self.shared.out.push_raw(errors::UNKNOWN_OP);
                 return Err(Stop::Close(CloseReason::ProtocolViolation("bad CONNECT")));
             }
         };
@@ -719,7 +724,12 @@ impl Reader {
             Some(h) if !with_headers => (msg.payload.slice(h..), None),
             h => (msg.payload.clone(), h),
         };
+        // Re-check the subscription under the subscriber's queue lock: an
+        // UNSUB processed meanwhile may already have queued the PONG that
+        // acknowledges it, and nothing for this sid may follow that PONG
+        // (nats-server makes the same promise; drains rely on it).
         let res = conn.out.push_msg(
+            || !sub.is_closed(),
             |b| encode_msg_line(b, msg.subject, &sub.sid, msg.reply, hdr_len, payload.len()),
             None,
             &payload,
@@ -747,7 +757,7 @@ impl Reader {
                 subs.remove(&sub.sid[..]);
             }
             drop(subs);
-            conn.account.router.unsubscribe([sub.clone()]);
+            conn.account.router.remove_expired(sub.clone());
         }
         queued
     }
@@ -968,9 +978,11 @@ async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>, mut w: Box
             // nats-server closes a slow consumer without any -ERR line.
             Some(CloseReason::SlowConsumerPendingBytes)
             | Some(CloseReason::SlowConsumerWriteDeadline) => {
+                // Unlike nats-server (which closes silently) the client is
+                // told why, when its socket still has room for the line.
                 segs.clear();
                 shared.out.close();
-                Ok(())
+                w.write_all(errors::SLOW_CONSUMER).await
             }
             Some(CloseReason::StaleConnection) => {
                 shared.out.close();
