@@ -650,23 +650,29 @@ async fn nothing_is_delivered_after_unsub_is_acknowledged() {
     let server = start_default().await;
     let addr = server.client_addr();
     let mut sub = Raw::handshake(addr, CONNECT).await;
-    sub.send(b"SUB race 1\r\n").await;
-    sub.ping_collect().await;
-
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publishers = flood(addr, "race", 3, 200_000, stop.clone());
-    // Wait until messages are flowing.
-    let m = sub.msg().await;
-    assert_eq!(m.sid, "1");
+    let publishers = flood(addr, "race", 3, 1_000_000, stop.clone());
+    for round in 1..=20 {
+        sub.send(format!("SUB race {round}\r\n").as_bytes()).await;
+        // Wait until messages are flowing to this subscription.
+        let (_, msgs) = sub.ping_collect().await;
+        assert!(msgs.iter().all(|m| m.sid == round.to_string()));
+        let m = sub.msg().await;
+        assert_eq!(m.sid, round.to_string());
 
-    // UNSUB while publishers keep going. Whatever was queued before the
-    // UNSUB arrives before the PONG; nothing for sid 1 may come after it.
-    sub.send(b"UNSUB 1\r\n").await;
-    sub.ping_collect().await;
-    for _ in 0..3 {
-        let (lines, msgs) = sub.ping_collect().await;
-        assert!(lines.is_empty(), "{lines:?}");
-        assert!(msgs.is_empty(), "{} message(s) after UNSUB", msgs.len());
+        // UNSUB while publishers keep going. Whatever was queued before the
+        // UNSUB arrives before the PONG; nothing may come after it.
+        sub.send(format!("UNSUB {round}\r\n").as_bytes()).await;
+        sub.ping_collect().await;
+        for _ in 0..3 {
+            let (lines, msgs) = sub.ping_collect().await;
+            assert!(lines.is_empty(), "{lines:?}");
+            assert!(
+                msgs.is_empty(),
+                "round {round}: {} message(s) after UNSUB",
+                msgs.len()
+            );
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for p in publishers {

@@ -125,15 +125,18 @@ impl Outbound {
     }
 
     /// Queue one message: `line` writes the MSG/HMSG control line, then the
-    /// payload and CRLF follow.
+    /// payload and CRLF follow. `wanted` is asked under the queue's lock
+    /// (see `Reader::deliver`); when it says no, nothing is queued and the
+    /// result is `Closed`.
     pub fn push_msg(
         &self,
+        wanted: impl FnOnce() -> bool,
         line: impl FnOnce(&mut BytesMut),
         header: Option<&[u8]>,
         payload: &Bytes,
     ) -> Enqueued {
         let mut o = self.inner.lock();
-        if o.closed {
+        if o.closed || !wanted() {
             return Enqueued::Closed;
         }
         let before = o.cur.len();

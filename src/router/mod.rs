@@ -223,9 +223,23 @@ impl Router {
     /// Remove subscriptions (already marked closed by the caller, so no
     /// delivery happens after this returns even though removal is async).
     pub fn unsubscribe(&self, subs: impl IntoIterator<Item = Arc<Subscription>>) {
+        self.remove(subs, true);
+    }
+
+    /// Remove a subscription that reached its auto-unsubscribe count. It is
+    /// not marked closed: `Subscription::admit` already refuses anything
+    /// past the count, and deliveries it admitted within the count, still
+    /// in flight on other publishers, must go through.
+    pub fn remove_expired(&self, sub: Arc<Subscription>) {
+        self.remove([sub], false);
+    }
+
+    fn remove(&self, subs: impl IntoIterator<Item = Arc<Subscription>>, close: bool) {
         let mut per_shard: Vec<Vec<Arc<Subscription>>> = vec![Vec::new(); self.shards.len()];
         for sub in subs {
-            sub.close();
+            if close {
+                sub.close();
+            }
             let shard = self.shard_for_pattern(&sub.subject);
             let i = self
                 .shards
