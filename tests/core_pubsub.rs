@@ -759,3 +759,96 @@ async fn shutdown_under_load_with_a_stuck_subscriber() {
         p.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_requests_to_a_queue_group_of_responders() {
+    const REQUESTS: usize = 400;
+    let server = start_default().await;
+    let addr = server.client_addr();
+    let mut responders = Vec::new();
+    for id in 0..4 {
+        let c = nats(addr).await;
+        let mut sub = c.queue_subscribe("svc.add", "adders".into()).await.unwrap();
+        barrier(&c).await;
+        responders.push(tokio::spawn(async move {
+            let mut served = 0usize;
+            // Aborted at the end of the test.
+            while let Some(m) = sub.next().await {
+                let text = String::from_utf8(m.payload.to_vec()).unwrap();
+                let (a, b) = text.split_once('+').unwrap();
+                let sum = a.parse::<u64>().unwrap() + b.parse::<u64>().unwrap();
+                c.publish(m.reply.unwrap(), Bytes::from(format!("{sum} by {id}")))
+                    .await
+                    .unwrap();
+                served += 1;
+                if served == REQUESTS {
+                    break;
+                }
+            }
+            served
+        }));
+    }
+    let requesters: Vec<_> = futures::future::join_all((0..4).map(|_| nats(addr))).await;
+    let answers = futures::future::join_all((0..REQUESTS).map(|i| {
+        let c = requesters[i % requesters.len()].clone();
+        async move {
+            let r = c
+                .request("svc.add", Bytes::from(format!("{i}+{}", i * 2)))
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            (i, String::from_utf8(r.payload.to_vec()).unwrap())
+        }
+    }))
+    .await;
+    let mut by_responder = [0usize; 4];
+    for (i, answer) in answers {
+        let (sum, who) = answer.split_once(" by ").unwrap();
+        assert_eq!(sum, (i * 3).to_string(), "request {i} got another's answer");
+        by_responder[who.parse::<usize>().unwrap()] += 1;
+    }
+    assert_eq!(by_responder.iter().sum::<usize>(), REQUESTS);
+    assert!(by_responder.iter().all(|&n| n > 0), "{by_responder:?}");
+    // The responders' clients would wait for the server forever.
+    for r in responders {
+        r.abort();
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_subscriptions_come_and_go() {
+    let server = start_default().await;
+    let mut c = Raw::handshake(server.client_addr(), CONNECT).await;
+    let mut subs = Vec::new();
+    for i in 0..10_000 {
+        let subject = match i % 4 {
+            0 => format!("a.{i}.x"),
+            1 => format!("a.*.{i}"),
+            2 => format!("b.{i}.>"),
+            _ => format!("*.{i}"),
+        };
+        subs.extend_from_slice(format!("SUB {subject} {i}\r\n").as_bytes());
+    }
+    c.send(&subs).await;
+    c.ping_collect().await;
+    assert_eq!(sub_count(&server), 10_000);
+    // A few of them still route correctly.
+    c.send(b"PUB a.8.x 1\r\n1\r\nPUB a.q.9 1\r\n2\r\nPUB b.10.y.z 1\r\n3\r\nPUB c.11 1\r\n4\r\n")
+        .await;
+    let (_, msgs) = c.ping_collect().await;
+    let mut sids: Vec<_> = msgs.iter().map(|m| m.sid.clone()).collect();
+    sids.sort();
+    assert_eq!(sids, ["10", "11", "8", "9"]);
+
+    let mut unsubs = Vec::new();
+    for i in 0..10_000 {
+        unsubs.extend_from_slice(format!("UNSUB {i}\r\n").as_bytes());
+    }
+    c.send(&unsubs).await;
+    c.ping_collect().await;
+    assert_eventually(|| sub_count(&server) == 0, TIMEOUT, "all unsubscribed").await;
+    c.send(b"PUB a.8.x 1\r\n1\r\n").await;
+    let (_, msgs) = c.ping_collect().await;
+    assert!(msgs.is_empty());
+    server.shutdown().await;
+}
