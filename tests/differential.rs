@@ -721,3 +721,34 @@ async fn monitor_endpoints_match_nats_server() {
         assert_eq!(sorted(a), sorted(b), "subscriptions_list");
     }
 }
+
+#[tokio::test]
+async fn busy_client_is_not_stale_matches_nats_server() {
+    // A client that keeps publishing but never answers PINGs: nats-server
+    // skips its keep-alive PINGs while data arrives, so it stays connected.
+    let config = "ping_interval: \"200ms\"\nping_max: 2\n";
+    compare_with_config("diff-busy", config, |addr| async move {
+        let mut c = Raw::handshake(addr, PLAIN).await;
+        // 1.5 s of publishing, far past ping_interval * (ping_max + 1).
+        for _ in 0..30 {
+            c.send(b"PUB busy 1\r\nx\r\n").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Still connected: a PING of ours is answered (any PINGs the
+        // server sent meanwhile come first).
+        c.send(b"PING\r\n").await;
+        let mut got = Vec::new();
+        loop {
+            match c.try_line(TIMEOUT).await {
+                Ok(Some(l)) if l == "PONG" => break,
+                Ok(Some(l)) => got.push(l),
+                other => panic!("connection ended: {other:?} after {got:?}"),
+            }
+        }
+        // (How many PINGs came before the quiet period is not compared:
+        // nats-server may send one before it notices the traffic.)
+        assert!(got.iter().all(|l| l == "PING"), "{got:?}");
+        vec!["still connected".to_string()]
+    })
+    .await;
+}

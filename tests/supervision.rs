@@ -213,12 +213,12 @@ async fn panic_while_subscribing_leaves_no_subscriptions_behind() {
             "connection removed",
         )
         .await;
-        assert_eventually(
-            || sub_count(&server) == 0,
-            Duration::from_secs(3),
-            &format!("round {round}: {} subscriptions leaked", sub_count(&server)),
-        )
-        .await;
+        let cleaned = wait_until(|| sub_count(&server) == 0, Duration::from_secs(3)).await;
+        assert!(
+            cleaned,
+            "round {round}: {} subscriptions leaked",
+            sub_count(&server)
+        );
     }
     server.shutdown().await;
 }

@@ -249,7 +249,12 @@ impl Reader {
                     self.shared.close(CloseReason::ClientClosed);
                     break;
                 }
-                Ok(Some(n)) => n,
+                Ok(Some(n)) => {
+                    self.shared
+                        .client_data
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    n
+                }
                 Ok(None) => {
                     self.fail(errors::AUTH_TIMEOUT, CloseReason::AuthenticationTimeout);
                     break;
@@ -934,13 +939,21 @@ async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>, mut w: Box
             _ = closing.cancelled() => break,
             _ = shared.out.wait() => {}
             _ = ping.tick() => {
-                let out = shared.pings_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if out > opts.ping_max {
-                    shared.close(CloseReason::StaleConnection);
-                    ctx.stats.stale_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    break;
+                // Like nats-server, skip the PING when the client sent data
+                // during the last interval: it is evidently alive, and a busy
+                // publisher that is slow to answer PINGs is not stale.
+                if !shared.client_data.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    let out =
+                        shared.pings_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if out > opts.ping_max {
+                        shared.close(CloseReason::StaleConnection);
+                        ctx.stats
+                            .stale_connections
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        break;
+                    }
+                    shared.out.push_raw(b"PING\r\n");
                 }
-                shared.out.push_raw(b"PING\r\n");
             }
         }
         loop {

@@ -304,6 +304,8 @@ pub struct ConnShared {
     pub in_bytes: AtomicU64,
     /// Unanswered PINGs sent by the server.
     pub pings_out: AtomicU64,
+    /// The client sent something since the last keep-alive tick.
+    pub client_data: AtomicBool,
     /// Cancelled when the connection must end; reader and writer watch it.
     pub closing: CancellationToken,
     close_reason: Mutex<Option<CloseReason>>,
@@ -335,6 +337,7 @@ impl ConnShared {
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             pings_out: AtomicU64::new(0),
+            client_data: AtomicBool::new(false),
             closing: CancellationToken::new(),
             close_reason: Mutex::new(None),
             cleaned: AtomicBool::new(false),
