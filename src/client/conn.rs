@@ -961,8 +961,32 @@ async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>, mut w: Box
             if n == 0 {
                 break;
             }
-            match tokio::time::timeout(opts.write_deadline, write_segments(&mut w, &mut segs)).await
-            {
+            // A write stuck on a peer that stopped reading must not keep the
+            // socket open until the write deadline once the connection has
+            // been cut as a slow consumer; any other close lets the write
+            // finish so a queued -ERR still arrives.
+            let write =
+                tokio::time::timeout(opts.write_deadline, write_segments(&mut w, &mut segs));
+            tokio::pin!(write);
+            let mut watch_close = true;
+            let result = loop {
+                tokio::select! {
+                    r = &mut write => break Some(r),
+                    _ = closing.cancelled(), if watch_close => {
+                        if matches!(
+                            shared.close_reason(),
+                            Some(CloseReason::SlowConsumerPendingBytes)
+                        ) {
+                            break None;
+                        }
+                        watch_close = false;
+                    }
+                }
+            };
+            let Some(result) = result else {
+                break 'outer;
+            };
+            match result {
                 Ok(Ok(())) => shared.out.written(n),
                 Ok(Err(_)) => {
                     shared.close(CloseReason::WriteError);
@@ -988,7 +1012,6 @@ async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>, mut w: Box
     // Say why, briefly, then close. A slow consumer's backlog is dropped.
     let final_flush = async {
         match shared.close_reason() {
-            // nats-server closes a slow consumer without any -ERR line.
             Some(CloseReason::SlowConsumerPendingBytes)
             | Some(CloseReason::SlowConsumerWriteDeadline) => {
                 // Unlike nats-server (which closes silently) the client is
