@@ -101,9 +101,7 @@ pub fn init(
                     .create(true)
                     .append(true)
                     .open(path)?;
-                builder
-                    .with_writer(FileWriter(Mutex::new(f)))
-                    .try_init()
+                builder.with_writer(FileWriter(Mutex::new(f))).try_init()
             }
             None => builder.with_writer(std::io::stderr).try_init(),
         };
