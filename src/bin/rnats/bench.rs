@@ -67,14 +67,29 @@ struct Results {
     received: u64,
 }
 
-pub async fn run(server: &str, args: BenchArgs) -> Result<(), Error> {
+pub async fn run(
+    server: &str,
+    tlscacert: Option<&std::path::Path>,
+    args: BenchArgs,
+) -> Result<(), Error> {
     let size = rnats::config::parse_size(&args.size)
         .ok_or_else(|| format!("invalid --size \"{}\"", args.size))?;
     if args.pubs == 0 {
         return Err("--pub must be at least 1".into());
     }
     LazyLock::force(&BASE);
-    let target = Arc::new(raw::parse_url(server)?);
+    let mut target = raw::parse_url(server)?;
+    if let Some(ca) = tlscacert {
+        let host = target
+            .addr
+            .rsplit_once(':')
+            .map_or(target.addr.as_str(), |(h, _)| h)
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
+        let name = rustls_pki_types::ServerName::try_from(host)?;
+        target.tls = Some((raw::tls_connector(ca)?, name));
+    }
+    let target = Arc::new(target);
     let progress = if args.no_progress || args.json || args.msgs < 200_000 {
         ProgressBar::hidden()
     } else {

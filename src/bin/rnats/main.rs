@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         creds: cli.creds.clone(),
     };
     match cli.cmd {
-        Cmd::Bench(args) => bench::run(&cli.server, args).await,
+        Cmd::Bench(args) => bench::run(&cli.server, cli.tlscacert.as_deref(), args).await,
         Cmd::Passwd(args) => passwd::run(&args),
         Cmd::Certs(args) => certs::run(&args),
         Cmd::Pub {

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -16,6 +16,30 @@ pub struct Target {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
+    /// TLS (after INFO, as NATS does), verifying the server with this config.
+    pub tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+}
+
+/// A TLS client configuration trusting the CA certificates in `ca_file`.
+pub fn tls_connector(ca_file: &std::path::Path) -> Result<tokio_rustls::TlsConnector, Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)? {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }
 
 pub fn parse_url(url: &str) -> Result<Target, Error> {
@@ -45,12 +69,13 @@ pub fn parse_url(url: &str) -> Result<Target, Error> {
         user,
         pass,
         token,
+        tls: None,
     })
 }
 
 pub struct Conn {
-    pub rd: OwnedReadHalf,
-    pub wr: OwnedWriteHalf,
+    pub rd: Box<dyn AsyncRead + Send + Unpin>,
+    pub wr: Box<dyn AsyncWrite + Send + Unpin>,
     /// Bytes read past the handshake.
     pub buf: BytesMut,
 }
@@ -58,18 +83,40 @@ pub struct Conn {
 impl Conn {
     /// Connect, read INFO, send CONNECT and wait for the PONG.
     pub async fn connect(t: &Target, name: &str) -> Result<Conn, Error> {
-        let stream = TcpStream::connect(&t.addr).await?;
+        let mut stream = TcpStream::connect(&t.addr).await?;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        // INFO arrives in clear, byte by byte so nothing past it is consumed
+        // before a TLS upgrade.
+        let mut info = Vec::new();
+        let mut byte = [0u8; 1];
+        while !info.ends_with(b"\n") {
+            if stream.read(&mut byte).await? == 0 || info.len() > 64 * 1024 {
+                return Err("connection closed before INFO".into());
+            }
+            info.push(byte[0]);
+        }
+        if !info.starts_with(b"INFO ") {
+            return Err(format!("expected INFO, got {:?}", String::from_utf8_lossy(&info)).into());
+        }
+        let (rd, wr): (
+            Box<dyn AsyncRead + Send + Unpin>,
+            Box<dyn AsyncWrite + Send + Unpin>,
+        ) = match &t.tls {
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), stream).await?;
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        };
         let mut c = Conn {
             rd,
             wr,
             buf: BytesMut::with_capacity(256 * 1024),
         };
-        let info = c.read_line().await?;
-        if !info.starts_with("INFO ") {
-            return Err(format!("expected INFO, got {info:?}").into());
-        }
         let mut connect = serde_json::json!({
             "verbose": false, "pedantic": false, "echo": true, "headers": true,
             "no_responders": true, "protocol": 1, "lang": "rust-raw",
