@@ -165,6 +165,8 @@ struct Reader {
     /// Publish-permission decisions by subject, so the check costs one
     /// hash lookup per publish.
     pub_allowed: rustc_hash::FxHashMap<Bytes, bool>,
+    /// The `perms_generation` our `perms` came from.
+    perms_generation: u64,
     verbose: bool,
     pedantic: bool,
     echo: bool,
@@ -210,6 +212,7 @@ impl Reader {
             auth_required: ctx.auth().auth_required(),
             perms: None,
             pub_allowed: Default::default(),
+            perms_generation: 0,
             cache: LookupCache::default(),
             pcd: Vec::new(),
             pending_subs: Vec::new(),
@@ -509,8 +512,22 @@ impl Reader {
         }
     }
 
+    /// Switch to permissions a configuration reload installed, if any.
+    fn refresh_permissions(&mut self) {
+        let g = self
+            .shared
+            .perms_generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if g != self.perms_generation {
+            self.perms_generation = g;
+            self.perms = self.shared.reloaded_perms.lock().clone();
+            self.pub_allowed.clear();
+        }
+    }
+
     /// May this client publish to `subj`? Cached per subject.
     fn may_publish(&mut self, subj: &Bytes) -> bool {
+        self.refresh_permissions();
         let Some(perms) = &self.perms else {
             return true;
         };
@@ -535,6 +552,7 @@ impl Reader {
             self.reply(errors::INVALID_SUBJECT);
             return Ok(false);
         }
+        self.refresh_permissions();
         if let Some(p) = &self.perms
             && !p.can_subscribe(&subj, queue.as_deref())
         {

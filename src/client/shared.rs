@@ -298,6 +298,10 @@ pub struct ConnShared {
     /// Subscribe-deny patterns of this client's permissions, applied to
     /// every delivery (a wildcard subscription may overlap a denied subject).
     deny_delivery: parking_lot::RwLock<Vec<Bytes>>,
+    /// Permissions replaced by a configuration reload, for the reader to
+    /// pick up (it checks `perms_generation` once per publish or SUB).
+    pub reloaded_perms: Mutex<Option<Arc<crate::auth::Permissions>>>,
+    pub perms_generation: AtomicU64,
     /// Fast check so connections without deny rules pay one relaxed load.
     has_deny_delivery: AtomicBool,
     pub in_msgs: AtomicU64,
@@ -334,6 +338,8 @@ impl ConnShared {
             credentials: Mutex::new(None),
             deny_delivery: parking_lot::RwLock::new(Vec::new()),
             has_deny_delivery: AtomicBool::new(false),
+            reloaded_perms: Mutex::new(None),
+            perms_generation: AtomicU64::new(0),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             pings_out: AtomicU64::new(0),
@@ -385,6 +391,34 @@ impl ConnShared {
         // The writer always ends with `out.close()`, which frees the queue.
         self.out.seal();
         true
+    }
+
+    /// Apply permissions from a reloaded configuration: deliveries are
+    /// filtered at once, the reader switches before its next publish or
+    /// SUB, and subscriptions the new permissions forbid are removed.
+    pub fn replace_permissions(&self, perms: Option<Arc<crate::auth::Permissions>>) {
+        let denies = perms
+            .as_ref()
+            .map(|p| p.delivery_denies())
+            .unwrap_or_default();
+        self.set_delivery_denies(denies);
+        let forbidden: Vec<Arc<Subscription>> = match &perms {
+            Some(p) => {
+                let mut subs = self.subs.lock();
+                let gone: Vec<Bytes> = subs
+                    .iter()
+                    .filter(|(_, s)| !p.can_subscribe(&s.subject, s.queue.as_deref()))
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
+                gone.iter().filter_map(|sid| subs.remove(sid)).collect()
+            }
+            None => Vec::new(),
+        };
+        if !forbidden.is_empty() {
+            self.account.router.unsubscribe(forbidden);
+        }
+        *self.reloaded_perms.lock() = perms;
+        self.perms_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn set_delivery_denies(&self, denies: Vec<Bytes>) {

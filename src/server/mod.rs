@@ -410,6 +410,9 @@ async fn recheck_clients(ctx: Arc<ServerContext>) {
                 identity.as_ref(),
             )
             .await;
+        if let Ok(ok) = &result {
+            conn.replace_permissions(ok.permissions.clone());
+        }
         if let Err(f) = result {
             tracing::info!(
                 "{} - cid:{} - disconnected after reload: {}",
