@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -87,45 +88,38 @@ pub fn init(
         "info"
     };
     let filter = tracing_subscriber::EnvFilter::new(format!("warn,rnats={level}"));
-    if json {
-        // JSON lines: one object per event, audit fields as JSON fields,
-        // for log shippers and SIEMs.
-        let builder = tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_current_span(false)
-            .with_target(true);
-        let _ = match file {
-            Some(path) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?;
-                builder.with_writer(FileWriter(Mutex::new(f))).try_init()
-            }
-            None => builder.with_writer(std::io::stderr).try_init(),
-        };
-        return Ok(());
-    }
-    let format = NatsFormat {
-        pid: std::process::id(),
-        logtime,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .event_format(format);
-    let result = match file {
+    let writer = match file {
         Some(path) => {
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)?;
-            builder.with_writer(FileWriter(Mutex::new(f))).try_init()
+            BoxMakeWriter::new(FileWriter(Mutex::new(f)))
         }
-        None => builder.with_writer(std::io::stderr).try_init(),
+        None => BoxMakeWriter::new(std::io::stderr),
     };
-    // Already installed (tests start several servers in one process).
-    let _ = result;
+    // `try_init` fails only when a subscriber is already installed (tests
+    // start several servers in one process): keep the first one.
+    let _ = if json {
+        // JSON lines: one object per event, audit fields as JSON fields,
+        // for log shippers and SIEMs.
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .with_target(true)
+            .with_writer(writer)
+            .try_init()
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .event_format(NatsFormat {
+                pid: std::process::id(),
+                logtime,
+            })
+            .with_writer(writer)
+            .try_init()
+    };
     Ok(())
 }

@@ -165,6 +165,18 @@ async fn connect(c: &ClientOpts) -> Result<async_nats::Client, Error> {
     Ok(opts.connect(addrs).await?)
 }
 
+/// A plain or queue subscription.
+async fn subscribe(
+    client: &async_nats::Client,
+    subject: &str,
+    queue: Option<String>,
+) -> Result<async_nats::Subscriber, Error> {
+    Ok(match queue {
+        Some(q) => client.queue_subscribe(subject.to_string(), q).await?,
+        None => client.subscribe(subject.to_string()).await?,
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
     let conn = ClientOpts {
         servers: cli.server.clone(),
@@ -228,10 +240,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             count,
         } => {
             let client = connect(&conn).await?;
-            let mut sub = match queue {
-                Some(q) => client.queue_subscribe(subject.clone(), q).await?,
-                None => client.subscribe(subject.clone()).await?,
-            };
+            let mut sub = subscribe(&client, &subject, queue).await?;
             println!("Subscribing on \"{subject}\"");
             let mut n = 0u64;
             while let Some(msg) = sub.next().await {
@@ -280,10 +289,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             count,
         } => {
             let client = connect(&conn).await?;
-            let mut sub = match queue {
-                Some(q) => client.queue_subscribe(subject.clone(), q).await?,
-                None => client.subscribe(subject.clone()).await?,
-            };
+            let mut sub = subscribe(&client, &subject, queue).await?;
             println!("Listening for requests on \"{subject}\"");
             let mut n = 0u64;
             while let Some(msg) = sub.next().await {
