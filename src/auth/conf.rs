@@ -8,23 +8,11 @@ use std::time::Duration;
 use crate::config::parser::{ConfigError, Map, Spanned, Value};
 
 pub(crate) fn err(v: &Spanned, msg: impl Into<String>) -> ConfigError {
-    ConfigError {
-        file: v.pos.file.to_string(),
-        line: v.pos.line,
-        col: v.pos.col,
-        msg: msg.into(),
-    }
+    v.error(msg)
 }
 
-pub(crate) fn type_name(v: &Spanned) -> &'static str {
-    match &v.value {
-        Value::Bool(_) => "boolean",
-        Value::Int(_) => "integer",
-        Value::Float(_) => "float",
-        Value::Str(_) => "string",
-        Value::Array(_) => "array",
-        Value::Map(_) => "map",
-    }
+fn type_name(v: &Spanned) -> &'static str {
+    v.value.type_name()
 }
 
 pub(crate) fn map<'a>(v: &'a Spanned, what: &str) -> Result<&'a Map, ConfigError> {

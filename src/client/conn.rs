@@ -754,7 +754,6 @@ impl Reader {
         let res = conn.out.push_msg(
             || !sub.is_closed(),
             |b| encode_msg_line(b, msg.subject, &sub.sid, msg.reply, hdr_len, payload.len()),
-            None,
             &payload,
         );
         let queued = match res {

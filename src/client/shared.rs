@@ -132,7 +132,6 @@ impl Outbound {
         &self,
         wanted: impl FnOnce() -> bool,
         line: impl FnOnce(&mut BytesMut),
-        header: Option<&[u8]>,
         payload: &Bytes,
     ) -> Enqueued {
         let mut o = self.inner.lock();
@@ -141,9 +140,6 @@ impl Outbound {
         }
         let before = o.cur.len();
         line(&mut o.cur);
-        if let Some(h) = header {
-            o.cur.extend_from_slice(h);
-        }
         let line_len = o.cur.len() - before;
         let total = line_len + payload.len() + 2;
         if o.pending + total > self.max_pending {
@@ -160,7 +156,7 @@ impl Outbound {
         o.cur.extend_from_slice(b"\r\n");
         o.pending += total;
         o.out_msgs += 1;
-        o.out_bytes += payload.len() as u64 + header.map_or(0, |h| h.len() as u64);
+        o.out_bytes += payload.len() as u64;
         Self::mark(&mut o)
     }
 

@@ -237,12 +237,7 @@ impl MonitorAuth {
 }
 
 fn err(v: &Spanned, msg: impl Into<String>) -> ConfigError {
-    ConfigError {
-        file: v.pos.file.to_string(),
-        line: v.pos.line,
-        col: v.pos.col,
-        msg: msg.into(),
-    }
+    v.error(msg)
 }
 
 fn string(v: &Spanned) -> Result<String, ConfigError> {

@@ -493,6 +493,21 @@ enum Child {
 pub struct ServerSupervisor;
 
 impl ServerSupervisor {
+    async fn spawn_listener(
+        ctx: &Arc<ServerContext>,
+        sup: ActorCell,
+        listener: Arc<TcpListener>,
+        kind: ListenerKind,
+    ) -> Result<ActorCell, ActorProcessingErr> {
+        let args = ListenerArgs {
+            ctx: ctx.clone(),
+            listener,
+            kind,
+        };
+        let (a, _) = Actor::spawn_linked(None, ListenerActor, args, sup).await?;
+        Ok(a.get_cell())
+    }
+
     async fn start_child(
         myself: &ActorRef<SupervisorMsg>,
         st: &mut SupervisorState,
@@ -513,52 +528,20 @@ impl ServerSupervisor {
                 a.get_cell()
             }
             Child::ClientListener => {
-                let (a, _) = Actor::spawn_linked(
-                    None,
-                    ListenerActor,
-                    ListenerArgs {
-                        ctx: ctx.clone(),
-                        listener: st.args.client_listener.clone(),
-                        kind: ListenerKind::Client,
-                    },
-                    sup,
-                )
-                .await?;
-                a.get_cell()
+                let l = st.args.client_listener.clone();
+                Self::spawn_listener(&ctx, sup, l, ListenerKind::Client).await?
             }
             Child::MonitorListener => {
                 let Some(l) = st.args.http_listener.clone() else {
                     return Ok(());
                 };
-                let (a, _) = Actor::spawn_linked(
-                    None,
-                    ListenerActor,
-                    ListenerArgs {
-                        ctx: ctx.clone(),
-                        listener: l,
-                        kind: ListenerKind::Monitor,
-                    },
-                    sup,
-                )
-                .await?;
-                a.get_cell()
+                Self::spawn_listener(&ctx, sup, l, ListenerKind::Monitor).await?
             }
             Child::HttpsListener => {
                 let Some((l, acceptor)) = st.args.https.clone() else {
                     return Ok(());
                 };
-                let (a, _) = Actor::spawn_linked(
-                    None,
-                    ListenerActor,
-                    ListenerArgs {
-                        ctx: ctx.clone(),
-                        listener: l,
-                        kind: ListenerKind::MonitorTls(acceptor),
-                    },
-                    sup,
-                )
-                .await?;
-                a.get_cell()
+                Self::spawn_listener(&ctx, sup, l, ListenerKind::MonitorTls(acceptor)).await?
             }
         };
         st.children.push((cell, child));
