@@ -7,10 +7,13 @@ pub mod account;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod deliver;
 pub mod monitor;
+pub mod outbound;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod supervision;
 pub mod tls;
 
 /// The Rust toolchain that built us (the INFO `go` field's counterpart).

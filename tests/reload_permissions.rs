@@ -55,7 +55,7 @@ async fn reload_applies_new_permissions_to_connected_clients() {
     // The reload re-checks clients in the background: wait until the new
     // permissions are in place (the forbidden subscription is gone).
     assert_eventually(
-        || server.ctx.global_account.router.count() == 1,
+        || server.ctx.accounts.total_subscriptions() == 1,
         TIMEOUT,
         "forbidden subscription removed",
     )

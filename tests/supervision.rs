@@ -51,7 +51,7 @@ async fn panicking_connection_actor_is_cleaned_up() {
     let (_, end) = victim.read_to_end(TIMEOUT).await;
     assert!(end.is_closed(), "victim's socket still open");
     assert_eq!(
-        server.ctx.global_account.num_connections(),
+        server.ctx.accounts.default_account().num_connections(),
         server.ctx.conns.len()
     );
 
@@ -167,7 +167,7 @@ async fn fifty_clients_come_and_go_without_leaks() {
         "all subscriptions gone",
     )
     .await;
-    assert_eq!(server.ctx.global_account.num_connections(), 0);
+    assert_eq!(server.ctx.accounts.default_account().num_connections(), 0);
     assert!(
         server
             .ctx

@@ -1,15 +1,26 @@
 //! Accounts isolate tenants: each has its own subject space (its own
-//! router and shard actors). Until multi-account auth lands every client
-//! is in the global account `$G`, as in nats-server.
+//! router and shard actors). The registry maps names to accounts and is
+//! the only place that names the global account `$G`, where clients land
+//! when nothing says otherwise (as in nats-server). A connection's account
+//! is bound when its CONNECT is authenticated.
+//!
+//! Supervision: the `AccountsSupervisor` owns one `AccountActor` per
+//! account, created on demand; each account actor owns its shard actors.
+//! The tries live in `Account` (outside every actor), so a restarted actor
+//! at either level carries on with every subscription intact.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use parking_lot::RwLock;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use rustc_hash::FxHashMap;
 
-use crate::router::{Router, Shard, ShardActor};
+use crate::router::{Router, Shard, ShardActor, ShardMsg};
+use crate::supervision::RestartBudget;
 
-pub const GLOBAL_ACCOUNT: &str = "$G";
+/// nats-server's global account.
+const GLOBAL_ACCOUNT: &str = "$G";
 
 pub struct Account {
     pub name: String,
@@ -18,7 +29,7 @@ pub struct Account {
 }
 
 impl Account {
-    pub fn new(name: &str, shards: usize) -> Arc<Self> {
+    fn new(name: &str, shards: usize) -> Arc<Self> {
         Arc::new(Account {
             name: name.to_string(),
             router: Router::new(shards),
@@ -31,57 +42,276 @@ impl Account {
     }
 }
 
-/// Supervises the account's shard actors: a shard that fails is started
+#[derive(Debug)]
+pub struct AccountError(pub String);
+
+impl std::fmt::Display for AccountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Every account by name.
+pub struct Accounts {
+    map: RwLock<FxHashMap<String, Arc<Account>>>,
+    shards: usize,
+    supervisor: RwLock<Option<ActorRef<AccountsMsg>>>,
+}
+
+impl Accounts {
+    /// The registry with the global account in it (its actors start with
+    /// the `AccountsSupervisor`).
+    pub fn new(shards: usize) -> Arc<Self> {
+        let mut map = FxHashMap::default();
+        map.insert(
+            GLOBAL_ACCOUNT.to_string(),
+            Account::new(GLOBAL_ACCOUNT, shards),
+        );
+        Arc::new(Accounts {
+            map: RwLock::new(map),
+            shards,
+            supervisor: RwLock::new(None),
+        })
+    }
+
+    /// The name of the account a client lands in when nothing names one.
+    pub fn default_name(&self) -> &'static str {
+        GLOBAL_ACCOUNT
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Account>> {
+        self.map.read().get(name).cloned()
+    }
+
+    /// The account a client lands in when nothing names one.
+    pub fn default_account(&self) -> Arc<Account> {
+        self.get(GLOBAL_ACCOUNT)
+            .unwrap_or_else(|| Account::new(GLOBAL_ACCOUNT, self.shards))
+    }
+
+    /// The account `name` (or the default), its actors started on demand.
+    pub async fn bind(&self, name: Option<&str>) -> Result<Arc<Account>, AccountError> {
+        let name = name.unwrap_or(GLOBAL_ACCOUNT);
+        if let Some(a) = self.get(name) {
+            return Ok(a);
+        }
+        let sup = self
+            .supervisor
+            .read()
+            .clone()
+            .ok_or_else(|| AccountError("accounts supervisor unavailable".into()))?;
+        let name = name.to_string();
+        ractor::call!(sup, AccountsMsg::Ensure, name)
+            .map_err(|e| AccountError(format!("cannot start account: {e}")))
+    }
+
+    pub fn all(&self) -> Vec<Arc<Account>> {
+        self.map.read().values().cloned().collect()
+    }
+
+    /// Subscriptions in every account.
+    pub fn total_subscriptions(&self) -> usize {
+        self.all().iter().map(|a| a.router.count()).sum()
+    }
+
+    /// Fault injection for the supervision tests: panic one shard actor
+    /// of the default account.
+    #[doc(hidden)]
+    pub fn inject_shard_panic(&self, shard: usize) {
+        let acc = self.default_account();
+        if let Some(s) = acc.router.shards().get(shard)
+            && let Some(a) = s.actor.read().clone()
+        {
+            let _ = a.cast(ShardMsg::InjectPanic);
+        }
+    }
+}
+
+pub enum AccountsMsg {
+    /// Create the account (and its actors) if it does not exist yet.
+    Ensure(String, RpcReplyPort<Arc<Account>>),
+}
+
+/// Owns one `AccountActor` per account.
+pub struct AccountsSupervisor;
+
+pub struct AccountsState {
+    accounts: Arc<Accounts>,
+    /// Which account each child actor serves.
+    children: FxHashMap<ractor::ActorId, Arc<Account>>,
+    budget: RestartBudget,
+}
+
+impl AccountsSupervisor {
+    async fn start_account(
+        myself: &ActorRef<AccountsMsg>,
+        st: &mut AccountsState,
+        account: Arc<Account>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (a, _) =
+            Actor::spawn_linked(None, AccountActor, account.clone(), myself.get_cell()).await?;
+        st.children.insert(a.get_id(), account);
+        Ok(())
+    }
+}
+
+impl Actor for AccountsSupervisor {
+    type Msg = AccountsMsg;
+    type State = AccountsState;
+    type Arguments = Arc<Accounts>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AccountsMsg>,
+        accounts: Arc<Accounts>,
+    ) -> Result<AccountsState, ActorProcessingErr> {
+        let mut st = AccountsState {
+            accounts: accounts.clone(),
+            children: FxHashMap::default(),
+            budget: RestartBudget::default_tree(),
+        };
+        // After a restart, every account that exists gets its actors back.
+        for account in accounts.all() {
+            Self::start_account(&myself, &mut st, account).await?;
+        }
+        *accounts.supervisor.write() = Some(myself);
+        Ok(st)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AccountsMsg>,
+        st: &mut AccountsState,
+    ) -> Result<(), ActorProcessingErr> {
+        *st.accounts.supervisor.write() = None;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AccountsMsg>,
+        msg: AccountsMsg,
+        st: &mut AccountsState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AccountsMsg::Ensure(name, reply) => {
+                let existing = st.accounts.get(&name);
+                let account = match existing {
+                    Some(a) => a,
+                    None => {
+                        let a = Account::new(&name, st.accounts.shards);
+                        Self::start_account(&myself, st, a.clone()).await?;
+                        st.accounts.map.write().insert(name, a.clone());
+                        a
+                    }
+                };
+                let _ = reply.send(account);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<AccountsMsg>,
+        evt: SupervisionEvent,
+        st: &mut AccountsState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match &evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(account) = st.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if !st.budget.allow() {
+            return Err(format!(
+                "account {} failed too often ({why}); escalating",
+                account.name
+            )
+            .into());
+        }
+        tracing::error!("account {} actor ended: {why}; restarting", account.name);
+        Self::start_account(&myself, st, account).await
+    }
+}
+
+/// Supervises one account's shard actors: a shard that fails is started
 /// again over the same trie, so no subscription is lost.
 pub struct AccountActor;
 
 pub enum AccountMsg {}
 
+pub struct AccountActorState {
+    account: Arc<Account>,
+    budget: RestartBudget,
+}
+
 impl Actor for AccountActor {
     type Msg = AccountMsg;
-    type State = Arc<Account>;
+    type State = AccountActorState;
     type Arguments = Arc<Account>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<AccountMsg>,
         account: Arc<Account>,
-    ) -> Result<Arc<Account>, ActorProcessingErr> {
+    ) -> Result<AccountActorState, ActorProcessingErr> {
         for shard in account.router.shards() {
             Actor::spawn_linked(None, ShardActor, shard.clone(), myself.get_cell()).await?;
         }
-        Ok(account)
+        Ok(AccountActorState {
+            account,
+            budget: RestartBudget::default_tree(),
+        })
     }
 
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<AccountMsg>,
         evt: SupervisionEvent,
-        account: &mut Arc<Account>,
+        st: &mut AccountActorState,
     ) -> Result<(), ActorProcessingErr> {
-        if let SupervisionEvent::ActorFailed(cell, err) = evt {
-            tracing::error!(
-                "subscription shard {} of account {} failed: {err}; restarting",
-                cell.get_id(),
-                account.name
-            );
-            // Find the shard that lost its actor and give it a new one.
-            let orphan: Option<Arc<Shard>> = account
-                .router
-                .shards()
-                .iter()
-                .find(|s| {
-                    s.actor
-                        .read()
-                        .as_ref()
-                        .is_none_or(|a| a.get_id() == cell.get_id())
-                })
-                .cloned();
-            if let Some(shard) = orphan {
-                *shard.actor.write() = None;
-                Actor::spawn_linked(None, ShardActor, shard, myself.get_cell()).await?;
+        let (cell, why) = match &evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
             }
+            _ => return Ok(()),
+        };
+        // Find the shard that lost its actor.
+        let orphan: Option<Arc<Shard>> = st
+            .account
+            .router
+            .shards()
+            .iter()
+            .find(|s| {
+                s.actor
+                    .read()
+                    .as_ref()
+                    .is_some_and(|a| a.get_id() == cell.get_id())
+            })
+            .cloned();
+        let Some(shard) = orphan else {
+            return Ok(());
+        };
+        *shard.actor.write() = None;
+        if !st.budget.allow() {
+            return Err(format!(
+                "subscription shards of account {} failed too often ({why}); escalating",
+                st.account.name
+            )
+            .into());
         }
+        tracing::error!(
+            "subscription shard {} of account {} ended: {why}; restarting",
+            cell.get_id(),
+            st.account.name
+        );
+        Actor::spawn_linked(None, ShardActor, shard, myself.get_cell()).await?;
         Ok(())
     }
 }

@@ -1,10 +1,14 @@
-//! Client connections: the per-connection actor and tasks, the shared
-//! per-connection state, and the supervisor that owns them all.
+//! Client connections: the per-connection actor and its reader and writer
+//! tasks, the shared per-connection state, and the supervisor that owns
+//! them all.
 
 pub mod conn;
+mod reader;
 pub mod shared;
 pub mod supervisor;
+mod writer;
 
-pub use conn::{ConnActor, ConnMsg};
-pub use shared::{CloseReason, ConnKind, ConnShared};
+pub use crate::outbound::CloseReason;
+pub use conn::{ConnActor, ConnCtl, ConnMsg};
+pub use shared::ConnShared;
 pub use supervisor::{ClientSupMsg, ClientSupervisor};

@@ -1,7 +1,13 @@
 //! Parent of every client connection actor. Admits new sockets (the
-//! max_connections limit), and when a connection actor ends, cleanly or by
-//! failure or panic, removes its subscriptions and counts. ractor skips
+//! max_connections limit), carries control messages to connections (kick,
+//! permissions, async INFO), and when a connection actor ends, cleanly or
+//! by failure or panic, removes its subscriptions and counts. ractor skips
 //! `post_stop` for a failed actor, so this is where cleanup is guaranteed.
+//!
+//! If this supervisor itself fails, ractor kills every connection actor
+//! (their tasks abort with them); the restarted supervisor starts with
+//! empty maps, so its `pre_start` closes and cleans every connection left
+//! in the connection table: nothing leaks, and the clients reconnect.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,9 +18,10 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::conn::{BoxRead, BoxWrite, ConnActor, ConnArgs, ConnMsg, errors};
-use super::shared::{CloseReason, ConnKind, ConnShared};
+use super::conn::{BoxRead, BoxWrite, ConnActor, ConnArgs, ConnCtl, ConnMsg, errors};
+use super::shared::ConnShared;
 use crate::auth::Admission;
+use crate::outbound::CloseReason;
 use crate::server::ClientTls;
 use crate::server::ServerContext;
 
@@ -22,13 +29,20 @@ pub enum ClientSupMsg {
     Accepted(TcpStream, SocketAddr),
     /// A TLS handshake finished: start the connection actor.
     Secured(Box<Secured>),
-    /// Close one connection by cid.
-    Kick(u64, CloseReason),
-    /// Fault injection for tests: make a connection's actor panic.
+    /// A control message for one connection, by cid.
+    Control(u64, ConnCtl),
+    /// The same control message for every connection.
+    Broadcast(fn() -> ConnCtl),
+    /// An async INFO line for every connection.
+    BroadcastInfo(Vec<u8>),
+    /// Fault injection for tests: make a connection's actor, or its
+    /// writer, panic; or this supervisor itself.
     #[doc(hidden)]
     InjectPanic(u64),
-    /// Close every connection (shutdown).
-    CloseAll,
+    #[doc(hidden)]
+    InjectWriterPanic(u64),
+    #[doc(hidden)]
+    InjectSelfPanic,
 }
 
 pub struct ClientSupervisor;
@@ -49,6 +63,19 @@ impl Actor for ClientSupervisor {
         _myself: ActorRef<ClientSupMsg>,
         ctx: Arc<ServerContext>,
     ) -> Result<ClientSupState, ActorProcessingErr> {
+        // Connections of a previous incarnation of this supervisor: their
+        // actors were killed with it, so close and clean them here.
+        let orphans: Vec<Arc<ConnShared>> = ctx.conns.iter().map(|c| c.value().clone()).collect();
+        if !orphans.is_empty() {
+            tracing::warn!(
+                "client supervisor (re)started with {} orphaned connections; closing them",
+                orphans.len()
+            );
+        }
+        for conn in orphans {
+            conn.close(CloseReason::Crashed);
+            finish(&ctx, &conn);
+        }
         Ok(ClientSupState {
             ctx,
             by_actor: HashMap::new(),
@@ -77,9 +104,19 @@ impl Actor for ClientSupervisor {
                         .await;
                 }
             }
-            ClientSupMsg::Kick(cid, reason) => {
+            ClientSupMsg::Control(cid, c) => {
                 if let Some(a) = st.by_cid.get(&cid) {
-                    let _ = a.cast(ConnMsg::Kick(reason));
+                    let _ = a.cast(ConnMsg::Control(c));
+                }
+            }
+            ClientSupMsg::Broadcast(make) => {
+                for a in st.by_cid.values() {
+                    let _ = a.cast(ConnMsg::Control(make()));
+                }
+            }
+            ClientSupMsg::BroadcastInfo(line) => {
+                for a in st.by_cid.values() {
+                    let _ = a.cast(ConnMsg::Control(ConnCtl::Info(line.clone())));
                 }
             }
             ClientSupMsg::InjectPanic(cid) => {
@@ -87,11 +124,12 @@ impl Actor for ClientSupervisor {
                     let _ = a.cast(ConnMsg::InjectPanic);
                 }
             }
-            ClientSupMsg::CloseAll => {
-                for a in st.by_cid.values() {
-                    let _ = a.cast(ConnMsg::Kick(CloseReason::ServerShutdown));
+            ClientSupMsg::InjectWriterPanic(cid) => {
+                if let Some(a) = st.by_cid.get(&cid) {
+                    let _ = a.cast(ConnMsg::InjectWriterPanic);
                 }
             }
+            ClientSupMsg::InjectSelfPanic => panic!("injected fault in the client supervisor"),
         }
         Ok(())
     }
@@ -179,15 +217,8 @@ impl ClientSupervisor {
         }
         let _ = stream.set_nodelay(true);
         let cid = ctx.next_cid.fetch_add(1, Ordering::Relaxed);
-        let account = ctx.global_account.clone();
-        let shared = Arc::new(ConnShared::new(
-            cid,
-            ConnKind::Client,
-            peer,
-            account.clone(),
-            opts.max_pending,
-        ));
-        account.connections.fetch_add(1, Ordering::Relaxed);
+        // The account is bound later, when CONNECT says who this is.
+        let shared = Arc::new(ConnShared::new(cid, peer, opts.max_pending));
         ctx.conns.insert(cid, shared.clone());
         ctx.stats.total_connections.fetch_add(1, Ordering::Relaxed);
         if ctx.debug() {
@@ -266,7 +297,7 @@ async fn secure(
             .map_or(true, |r| r.is_err())
         {
             shared.close(CloseReason::WriteError);
-            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            hand_back(&ctx, &sup, Secured::closed(shared));
             return;
         }
         // A client speaking plain NATS to a TLS-only server: say so in
@@ -279,7 +310,7 @@ async fn secure(
                 .await;
             tracing::warn!("{peer} - cid:{cid} - TLS required but the client sent plain text");
             shared.close(CloseReason::ProtocolViolation("TLS required"));
-            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            hand_back(&ctx, &sup, Secured::closed(shared));
             return;
         }
     }
@@ -292,7 +323,7 @@ async fn secure(
         Err(e) => {
             tracing::error!("{peer} - cid:{cid} - TLS handshake error: {e}");
             shared.close(CloseReason::ProtocolViolation("TLS handshake"));
-            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            hand_back(&ctx, &sup, Secured::closed(shared));
             return;
         }
     };
@@ -303,7 +334,7 @@ async fn secure(
         {
             tracing::error!("{peer} - cid:{cid} - TLS handshake error: certificate not pinned");
             shared.close(CloseReason::ProtocolViolation("TLS pin"));
-            let _ = sup.cast(ClientSupMsg::Secured(Box::new(Secured::closed(shared))));
+            hand_back(&ctx, &sup, Secured::closed(shared));
             return;
         }
         let (version, suite) = crate::tls::negotiated(conn);
@@ -326,7 +357,19 @@ async fn secure(
     if handshake_first {
         sec.shared.out.send_now(&ctx.client_info_line(&sec.shared));
     }
-    let _ = sup.cast(ClientSupMsg::Secured(Box::new(sec)));
+    hand_back(&ctx, &sup, sec);
+}
+
+/// Give a handshake's outcome to the supervisor that started it. If that
+/// supervisor died meanwhile, its successor already swept the connection
+/// table; finish the bookkeeping here so nothing is left behind.
+fn hand_back(ctx: &ServerContext, sup: &ActorRef<ClientSupMsg>, sec: Secured) {
+    if let Err(ractor::MessagingErr::SendErr(ClientSupMsg::Secured(sec))) =
+        sup.cast(ClientSupMsg::Secured(Box::new(sec)))
+    {
+        sec.shared.close(CloseReason::Crashed);
+        finish(ctx, &sec.shared);
+    }
 }
 
 impl Secured {
@@ -341,12 +384,14 @@ impl Secured {
     }
 }
 
-/// Final bookkeeping for a connection that ended.
+/// Final bookkeeping for a connection that ended (once, however many
+/// paths reach it).
 fn finish(ctx: &ServerContext, shared: &Arc<ConnShared>) {
     shared.cleanup();
-    if ctx.conns.remove(&shared.cid).is_some() {
-        shared.account.connections.fetch_sub(1, Ordering::Relaxed);
+    if ctx.conns.remove(&shared.cid).is_none() {
+        return;
     }
+    shared.unbind_account();
     ctx.note_closed(shared);
     if ctx.debug() {
         let reason = shared.close_reason().unwrap_or(CloseReason::ClientClosed);

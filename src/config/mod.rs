@@ -49,6 +49,10 @@ pub struct Options {
     pub tls: Option<crate::tls::TlsOptions>,
     /// rnats's `auth_limits` block: failed-login bans and connection rate.
     pub auth_limits: crate::auth::AuthLimits,
+    /// Lame duck mode: clients are closed spread over this long...
+    pub lame_duck_duration: Duration,
+    /// ...after first waiting this long.
+    pub lame_duck_grace_period: Duration,
 }
 
 impl Default for Options {
@@ -82,6 +86,8 @@ impl Default for Options {
             auth: crate::auth::AuthConfig::default(),
             tls: None,
             auth_limits: crate::auth::AuthLimits::default(),
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
         }
     }
 }
@@ -147,6 +153,8 @@ impl Options {
                 "tls" => self.tls = Some(crate::tls::TlsOptions::from_config(v)?),
                 "auth_limits" => self.auth_limits = crate::auth::AuthLimits::from_config(v)?,
                 "monitor_auth" => self.monitor_auth = Some(MonitorAuth::from_config(v)?),
+                "lame_duck_duration" => self.lame_duck_duration = duration(v)?,
+                "lame_duck_grace_period" => self.lame_duck_grace_period = duration(v)?,
                 "jetstream" => self
                     .warnings
                     .push("JetStream is not part of rnats; the jetstream block is ignored".into()),

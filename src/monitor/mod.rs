@@ -285,7 +285,7 @@ fn varz(ctx: &ServerContext) -> Value {
         "out_bytes": s.out_bytes.load(Ordering::Relaxed),
         "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
         "stale_connections": s.stale_connections.load(Ordering::Relaxed),
-        "subscriptions": ctx.global_account.router.count(),
+        "subscriptions": ctx.accounts.total_subscriptions(),
         "auth_limits": ctx.auth().limiter().stats(),
         "bcrypt_verifications": ctx.auth().bcrypt_pool().verifications(),
         "tls_required": ctx.tls().is_some(),
@@ -392,7 +392,7 @@ fn subsz(ctx: &ServerContext) -> Value {
     json!({
         "server_id": ctx.server_id,
         "now": rfc3339(SystemTime::now()),
-        "num_subscriptions": ctx.global_account.router.count(),
+        "num_subscriptions": ctx.accounts.total_subscriptions(),
         "num_cache": 0,
         "num_inserts": 0,
         "num_removes": 0,

@@ -1,36 +1,74 @@
-//! Subject routing for one account.
+//! Subject routing for one account: the subscription index.
 //!
-//! The account's subscriptions are split over shard actors by the first
-//! token of the subscription subject; subscriptions whose first token is a
-//! wildcard live in one extra "wildcard" shard that every publish consults.
-//! Each shard actor is the only writer of its trie (control plane: typed
-//! `ShardMsg`s), while publishers read the tries directly under a read lock
-//! and keep a per-connection cache validated by one generation counter
-//! (data plane: no message passing per publish).
+//! The account's subscriptions are split over shard actors by their first
+//! two literal tokens (so `_INBOX.<id>` reply subscriptions spread over
+//! every shard instead of landing in one); patterns with a wildcard in
+//! either of the first two tokens live in one extra "wildcard" shard that
+//! every lookup consults. Each shard actor is the only writer of its trie
+//! (control plane: typed `ShardMsg`s), while publishers read the tries
+//! directly under a read lock through a two-level cache (`cache.rs`)
+//! invalidated per subject (data plane: no message passing per publish).
 
+pub mod cache;
 pub mod shard;
 pub mod sublist;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 use ractor::ActorRef;
-use rustc_hash::FxHashMap;
 
-use crate::client::shared::ConnShared;
+use crate::outbound::{Message, Outlet, OutletKind};
+use cache::SharedCache;
+pub use cache::{CacheEntry, LookupCache};
 pub use shard::{ShardActor, ShardMsg};
 use sublist::Sublist;
 
-/// One subscription: a subject pattern, optional queue group, and the
-/// connection its messages go to.
+/// A server-side subscriber: `$SYS` services, service imports and other
+/// internal consumers. Called on the publisher's task, so it must be
+/// quick (typically: copy what it needs and `cast` to an actor).
+pub trait InternalHandler: Send + Sync {
+    fn deliver(&self, msg: &Message<'_>);
+}
+
+/// Where a subscription's messages go.
+#[derive(Clone)]
+pub enum SubTarget {
+    /// A client connection: `MSG`/`HMSG` with the subscription's sid.
+    Client(Arc<Outlet>),
+    /// Interest of a route peer: at most one `RMSG` per peer per message,
+    /// naming the queue groups it should deliver to.
+    Route(Arc<Outlet>),
+    /// A handler inside the server.
+    Internal(Arc<dyn InternalHandler>),
+}
+
+impl SubTarget {
+    pub fn outlet(&self) -> Option<&Arc<Outlet>> {
+        match self {
+            SubTarget::Client(o) | SubTarget::Route(o) => Some(o),
+            SubTarget::Internal(_) => None,
+        }
+    }
+
+    pub fn is_route(&self) -> bool {
+        matches!(self, SubTarget::Route(_))
+    }
+}
+
+/// One subscription: a subject pattern, optional queue group, and where
+/// its messages go.
 pub struct Subscription {
     pub subject: Bytes,
     pub queue: Option<Bytes>,
     pub sid: Bytes,
-    pub conn: Arc<ConnShared>,
+    pub target: SubTarget,
+    /// Queue members this entry stands for (a route's RS+ carries the
+    /// number of members behind it; local subscriptions weigh 1).
+    weight: AtomicU32,
     /// Auto-unsubscribe after this many messages (0 = never).
     max: AtomicU64,
     delivered: AtomicU64,
@@ -49,16 +87,34 @@ pub enum Admit {
 }
 
 impl Subscription {
-    pub fn new(subject: Bytes, queue: Option<Bytes>, sid: Bytes, conn: Arc<ConnShared>) -> Self {
+    pub fn new(subject: Bytes, queue: Option<Bytes>, sid: Bytes, target: SubTarget) -> Self {
         Subscription {
             subject,
             queue,
             sid,
-            conn,
+            target,
+            weight: AtomicU32::new(1),
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// A client subscription.
+    pub fn client(subject: Bytes, queue: Option<Bytes>, sid: Bytes, outlet: Arc<Outlet>) -> Self {
+        let target = match outlet.kind {
+            OutletKind::Client => SubTarget::Client(outlet),
+            OutletKind::Route => SubTarget::Route(outlet),
+        };
+        Self::new(subject, queue, sid, target)
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w.max(1), Ordering::Relaxed);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -68,6 +124,12 @@ impl Subscription {
     /// Mark closed; returns false if it already was.
     pub fn close(&self) -> bool {
         !self.closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// The auto-unsubscribe count has been reached.
+    pub fn is_exhausted(&self) -> bool {
+        let max = self.max.load(Ordering::Acquire);
+        max > 0 && self.delivered.load(Ordering::Acquire) >= max
     }
 
     pub fn delivered(&self) -> u64 {
@@ -99,19 +161,44 @@ impl Subscription {
     }
 }
 
+/// The members of one queue group that match a subject, split so local
+/// members can be preferred without scanning for them per message.
+#[derive(Default)]
+pub struct QueueGroup {
+    pub name: Bytes,
+    /// Client connections and internal handlers on this server.
+    pub local: Vec<Arc<Subscription>>,
+    /// Route peers with members of this group (each with its weight).
+    pub remote: Vec<Arc<Subscription>>,
+}
+
 /// The subscriptions matching one subject.
 #[derive(Default)]
 pub struct SubResult {
     pub psubs: Vec<Arc<Subscription>>,
     /// One entry per queue group: deliver to exactly one member.
-    pub qsubs: Vec<(Bytes, Vec<Arc<Subscription>>)>,
+    pub qsubs: Vec<QueueGroup>,
 }
 
 impl SubResult {
     pub fn add_queue_members(&mut self, name: &Bytes, members: &[Arc<Subscription>]) {
-        match self.qsubs.iter_mut().find(|(n, _)| n == name) {
-            Some((_, all)) => all.extend(members.iter().cloned()),
-            None => self.qsubs.push((name.clone(), members.to_vec())),
+        let i = match self.qsubs.iter().position(|g| &g.name == name) {
+            Some(i) => i,
+            None => {
+                self.qsubs.push(QueueGroup {
+                    name: name.clone(),
+                    ..Default::default()
+                });
+                self.qsubs.len() - 1
+            }
+        };
+        let group = &mut self.qsubs[i];
+        for m in members {
+            if m.target.is_route() {
+                group.remote.push(m.clone());
+            } else {
+                group.local.push(m.clone());
+            }
         }
     }
 
@@ -124,7 +211,8 @@ impl SubResult {
 pub struct Shard {
     pub(crate) index: RwLock<Sublist>,
     pub(crate) actor: RwLock<Option<ActorRef<ShardMsg>>>,
-    pub(crate) generation: Arc<AtomicU64>,
+    /// The account's lookup cache, which the shard invalidates per subject.
+    pub(crate) cache: Arc<SharedCache>,
 }
 
 #[derive(Debug)]
@@ -140,60 +228,59 @@ impl std::fmt::Display for RouterError {
 }
 
 pub struct Router {
-    /// Literal-first-token shards followed by the wildcard shard.
+    /// Literal-prefix shards followed by the wildcard shard.
     shards: Box<[Arc<Shard>]>,
-    generation: Arc<AtomicU64>,
+    cache: Arc<SharedCache>,
 }
 
-/// Cap on a connection's private lookup cache; cleared wholesale when hit
-/// so a publisher spraying random subjects cannot grow it without bound.
-const CACHE_MAX: usize = 4096;
-
-/// A publisher's private cache of lookups, valid while the router's
-/// generation is unchanged.
-#[derive(Default)]
-pub struct LookupCache {
-    generation: u64,
-    map: FxHashMap<Bytes, Arc<SubResult>>,
+/// The shard key of a subject: its first two tokens (or its only one).
+/// `None` when either of them is a wildcard.
+fn literal_prefix(subject: &[u8]) -> Option<&[u8]> {
+    let mut dots = memchr::memchr_iter(b'.', subject);
+    let end = match (dots.next(), dots.next()) {
+        (Some(_), Some(second)) => second,
+        _ => subject.len(),
+    };
+    let prefix = &subject[..end];
+    let wild = prefix.split(|&b| b == b'.').any(|t| t == b"*" || t == b">");
+    (!wild).then_some(prefix)
 }
 
 impl Router {
-    /// `literal_shards` shards for literal first tokens, plus one wildcard shard.
+    /// `literal_shards` shards for literal prefixes, plus one wildcard shard.
     pub fn new(literal_shards: usize) -> Self {
-        let generation = Arc::new(AtomicU64::new(1));
+        let cache = Arc::new(SharedCache::default());
         let shards = (0..literal_shards.max(1) + 1)
             .map(|_| {
                 Arc::new(Shard {
                     index: RwLock::new(Sublist::default()),
                     actor: RwLock::new(None),
-                    generation: generation.clone(),
+                    cache: cache.clone(),
                 })
             })
             .collect();
-        Router { shards, generation }
+        Router { shards, cache }
     }
 
     pub fn shards(&self) -> &[Arc<Shard>] {
         &self.shards
     }
 
-    fn wildcard_shard(&self) -> &Arc<Shard> {
-        &self.shards[self.shards.len() - 1]
+    fn wildcard_index(&self) -> usize {
+        self.shards.len() - 1
     }
 
-    fn literal_shard(&self, first_token: &[u8]) -> &Arc<Shard> {
-        let n = self.shards.len() - 1;
+    fn literal_index(&self, prefix: &[u8]) -> usize {
         let mut h = rustc_hash::FxBuildHasher.build_hasher();
-        h.write(first_token);
-        &self.shards[(h.finish() as usize) % n]
+        h.write(prefix);
+        (h.finish() as usize) % (self.shards.len() - 1)
     }
 
-    fn shard_for_pattern(&self, subject: &[u8]) -> &Arc<Shard> {
-        let first = subject.split(|&b| b == b'.').next().unwrap_or_default();
-        if first == b"*" || first == b">" {
-            self.wildcard_shard()
-        } else {
-            self.literal_shard(first)
+    /// The shard that holds subscriptions on `pattern`.
+    fn shard_index_for_pattern(&self, pattern: &[u8]) -> usize {
+        match literal_prefix(pattern) {
+            Some(p) => self.literal_index(p),
+            None => self.wildcard_index(),
         }
     }
 
@@ -212,7 +299,8 @@ impl Router {
         &self,
         sub: Arc<Subscription>,
     ) -> Result<ractor::concurrency::OneshotReceiver<()>, RouterError> {
-        let actor = Self::actor_of(self.shard_for_pattern(&sub.subject))?;
+        let shard = &self.shards[self.shard_index_for_pattern(&sub.subject)];
+        let actor = Self::actor_of(shard)?;
         let (tx, rx) = ractor::concurrency::oneshot();
         actor
             .cast(ShardMsg::Insert(sub, tx.into()))
@@ -240,13 +328,7 @@ impl Router {
             if close {
                 sub.close();
             }
-            let shard = self.shard_for_pattern(&sub.subject);
-            let i = self
-                .shards
-                .iter()
-                .position(|s| Arc::ptr_eq(s, shard))
-                .unwrap_or(0);
-            per_shard[i].push(sub);
+            per_shard[self.shard_index_for_pattern(&sub.subject)].push(sub);
         }
         for (shard, subs) in self.shards.iter().zip(per_shard) {
             if subs.is_empty() {
@@ -264,38 +346,64 @@ impl Router {
     /// Uncached match of a literal subject.
     pub fn lookup(&self, subject: &[u8]) -> SubResult {
         let mut out = SubResult::default();
-        let first = subject.split(|&b| b == b'.').next().unwrap_or_default();
-        self.literal_shard(first)
-            .index
-            .read()
-            .matches(subject, &mut out);
-        self.wildcard_shard()
+        if let Some(p) = literal_prefix(subject) {
+            self.shards[self.literal_index(p)]
+                .index
+                .read()
+                .matches(subject, &mut out);
+        }
+        self.shards[self.wildcard_index()]
             .index
             .read()
             .matches(subject, &mut out);
         out
     }
 
-    /// Cached match: the hot path of every publish.
-    pub fn lookup_cached(&self, cache: &mut LookupCache, subject: &Bytes) -> Arc<SubResult> {
-        let generation = self.generation.load(Ordering::Acquire);
-        if cache.generation != generation {
-            cache.map.clear();
-            cache.generation = generation;
-        } else if let Some(r) = cache.map.get(&subject[..]) {
-            return r.clone();
+    /// Cached match: the hot path of every publish. A hit costs one hash
+    /// lookup in the publisher's private cache and one atomic load.
+    pub fn lookup_cached(&self, cache: &mut LookupCache, subject: &[u8]) -> Arc<CacheEntry> {
+        if let Some(e) = cache.get(subject) {
+            return e;
         }
-        let r = Arc::new(self.lookup(subject));
-        if cache.map.len() >= CACHE_MAX {
-            cache.map.clear();
-        }
-        // Copy the key: a slice would pin the whole read buffer it came from.
-        cache.map.insert(Bytes::copy_from_slice(subject), r.clone());
-        r
+        let e = self.cache.get_or_insert(subject, || self.lookup(subject));
+        cache.insert(subject, e.clone());
+        e
     }
 
     /// Number of subscriptions in all shards.
     pub fn count(&self) -> usize {
         self.shards.iter().map(|s| s.index.read().count()).sum()
+    }
+
+    /// Entries in the account's shared lookup cache (for /subsz).
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_keys() {
+        assert_eq!(literal_prefix(b"a"), Some(&b"a"[..]));
+        assert_eq!(literal_prefix(b"a.b"), Some(&b"a.b"[..]));
+        assert_eq!(literal_prefix(b"_INBOX.x1.y"), Some(&b"_INBOX.x1"[..]));
+        assert_eq!(literal_prefix(b"a.*.c"), None);
+        assert_eq!(literal_prefix(b"a.>"), None);
+        assert_eq!(literal_prefix(b">"), None);
+        assert_eq!(literal_prefix(b"*.b.c"), None);
+        assert_eq!(literal_prefix(b"a.b.*"), Some(&b"a.b"[..]));
+    }
+
+    #[test]
+    fn inbox_subjects_spread_over_shards() {
+        let r = Router::new(4);
+        let used: std::collections::HashSet<usize> = (0..64)
+            .map(|i| r.shard_index_for_pattern(format!("_INBOX.id{i}").as_bytes()))
+            .collect();
+        assert!(used.len() >= 3, "{used:?}");
+        assert!(!used.contains(&r.wildcard_index()));
     }
 }

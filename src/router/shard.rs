@@ -1,7 +1,6 @@
 //! The shard actor: sole writer of one subscription trie.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -11,6 +10,9 @@ pub enum ShardMsg {
     /// Add a subscription; the reply is sent once it is matchable.
     Insert(Arc<Subscription>, RpcReplyPort<()>),
     Remove(Vec<Arc<Subscription>>),
+    /// Fault injection for the supervision tests.
+    #[doc(hidden)]
+    InjectPanic,
 }
 
 /// The trie lives in `Shard`, outside the actor's state, so a restarted
@@ -51,14 +53,15 @@ impl Actor for ShardActor {
                 // A connection may close between sending SUB and this
                 // insert; its cleanup already ran, so do not resurrect it.
                 if !sub.is_closed() {
-                    let mut index = shard.index.write();
-                    index.insert(sub);
-                    shard.generation.fetch_add(1, Ordering::AcqRel);
+                    let subject = sub.subject.clone();
+                    shard.index.write().insert(sub);
+                    shard.cache.invalidate(&subject);
                 }
                 // The subscriber may have gone away; nothing to do then.
                 let _ = reply.send(());
             }
             ShardMsg::Remove(subs) => remove_now(shard, &subs),
+            ShardMsg::InjectPanic => panic!("injected fault in a subscription shard"),
         }
         Ok(())
     }
@@ -66,12 +69,19 @@ impl Actor for ShardActor {
 
 /// Remove subscriptions from a shard's trie.
 pub(crate) fn remove_now(shard: &Shard, subs: &[Arc<Subscription>]) {
-    let mut index = shard.index.write();
-    let mut changed = false;
-    for sub in subs {
-        changed |= index.remove(sub);
+    let mut removed = Vec::new();
+    {
+        let mut index = shard.index.write();
+        for sub in subs {
+            if index.remove(sub) {
+                removed.push(&sub.subject);
+            }
+        }
     }
-    if changed {
-        shard.generation.fetch_add(1, Ordering::AcqRel);
+    // One invalidation per distinct pattern, after the trie write.
+    removed.sort_unstable();
+    removed.dedup();
+    for subject in removed {
+        shard.cache.invalidate(subject);
     }
 }

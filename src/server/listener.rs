@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 
 use super::ServerContext;
 use crate::client::ClientSupMsg;
+use crate::supervision::TaskGuard;
 
 #[derive(Clone)]
 pub enum ListenerKind {
@@ -37,13 +38,19 @@ pub struct ListenerArgs {
 pub enum ListenerMsg {
     /// The accept loop ended unexpectedly: fail so the supervisor restarts us.
     LoopEnded(String),
+    /// Fault injection for the supervision tests.
+    #[doc(hidden)]
+    InjectPanic,
 }
 
 pub struct ListenerActor;
 
 impl Actor for ListenerActor {
     type Msg = ListenerMsg;
-    type State = tokio::task::JoinHandle<()>;
+    /// The accept loop: aborted when the state drops, so a listener that
+    /// failed (no `post_stop`) leaves no loop behind and its restart has
+    /// exactly one.
+    type State = TaskGuard;
     type Arguments = ListenerArgs;
 
     async fn pre_start(
@@ -51,7 +58,7 @@ impl Actor for ListenerActor {
         myself: ActorRef<ListenerMsg>,
         args: ListenerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(tokio::spawn(accept_loop(args, myself)))
+        Ok(TaskGuard::spawn(accept_loop(args, myself)))
     }
 
     async fn handle(
@@ -62,16 +69,8 @@ impl Actor for ListenerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ListenerMsg::LoopEnded(why) => Err(why.into()),
+            ListenerMsg::InjectPanic => panic!("injected fault in a listener"),
         }
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<ListenerMsg>,
-        task: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        task.abort();
-        Ok(())
     }
 }
 
@@ -81,6 +80,19 @@ async fn accept_loop(args: ListenerArgs, myself: ActorRef<ListenerMsg>) {
         listener,
         kind,
     } = args;
+    // Counted while running, so tests can see that a restart leaves
+    // exactly one loop per listener.
+    struct Running(Arc<ServerContext>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0
+                .accept_loops
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    ctx.accept_loops
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _running = Running(ctx.clone());
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {

@@ -1,36 +1,32 @@
-//! The server: shared context, the root supervisor and its children.
-//!
-//! ```text
-//! ServerSupervisor
-//! ├── AccountActor($G) ── ShardActor × (N literal + 1 wildcard)
-//! ├── ClientSupervisor ── ConnActor × connections (reader + writer tasks)
-//! ├── ClientListener (accept loop)
-//! └── MonitorListener (HTTP accept loop, when -m is given)
-//! ```
+//! The server: shared context, start, reload, lame duck and shutdown.
+//! The supervision tree under `ServerSupervisor` is drawn once, in
+//! docs/ARCHITECTURE.md.
 
+mod lame_duck;
 pub mod listener;
 pub mod logging;
 pub mod signals;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorRef};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::account::{Account, AccountActor, GLOBAL_ACCOUNT};
+use crate::account::Accounts;
 use crate::auth::Authenticator;
-use crate::client::{ClientSupMsg, ClientSupervisor, ConnShared};
+use crate::client::{ClientSupMsg, CloseReason, ConnCtl, ConnShared};
 use crate::config::Options;
 use crate::monitor::ClosedConn;
 use crate::protocol::info::{NATS_COMPAT_VERSION, ServerInfo};
 use crate::tls::TlsOptions;
-use listener::{ListenerActor, ListenerArgs, ListenerKind};
+use supervisor::{ServerSupervisor, SupervisorArgs, SupervisorMsg};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -44,6 +40,8 @@ pub struct ServerStats {
     pub slow_consumers: AtomicU64,
     pub stale_connections: AtomicU64,
     pub total_connections: AtomicU64,
+    /// Children the root supervisor restarted.
+    pub restarts: AtomicU64,
 }
 
 /// Everything the actors and tasks share.
@@ -54,7 +52,12 @@ pub struct ServerContext {
     pub client_addr: SocketAddr,
     pub stats: ServerStats,
     pub conns: DashMap<u64, Arc<ConnShared>>,
-    pub global_account: Arc<Account>,
+    /// Every account by name; connections bind to one at CONNECT.
+    pub accounts: Arc<Accounts>,
+    /// Running accept loops (one per listener).
+    pub accept_loops: AtomicUsize,
+    /// Lame duck mode: no new clients, existing ones told and closed.
+    pub lame_duck: AtomicBool,
     pub next_cid: AtomicU64,
     pub start_time: SystemTime,
     pub shutdown: CancellationToken,
@@ -125,6 +128,7 @@ impl ServerContext {
                 .tls()
                 .is_some_and(|t| t.opts.verify || t.opts.verify_and_map),
             max_payload: opts.max_payload,
+            ldm: self.lame_duck.load(Ordering::Relaxed),
             rnats_version: VERSION.into(),
             ..Default::default()
         }
@@ -142,6 +146,11 @@ impl ServerContext {
         info.to_line()
     }
 
+    /// An asynchronous INFO for connected clients (lame duck mode).
+    pub fn async_info_line(&self) -> Vec<u8> {
+        self.info().to_line()
+    }
+
     pub fn note_closed(&self, conn: &ConnShared) {
         let mut closed = self.closed.lock();
         if closed.len() >= 1000 {
@@ -154,7 +163,25 @@ impl ServerContext {
         self.client_sup.read().clone()
     }
 
-    /// Ask a connection's actor to panic (supervision tests).
+    /// Send a control message to one connection through its actor.
+    pub fn control(&self, cid: u64, c: ConnCtl) {
+        if let Some(s) = self.client_sup() {
+            let _ = s.cast(ClientSupMsg::Control(cid, c));
+        }
+    }
+
+    /// Close one connection.
+    pub fn kick(&self, cid: u64) {
+        self.control(
+            cid,
+            ConnCtl::Kick {
+                reason: CloseReason::Kicked,
+                err: None,
+            },
+        );
+    }
+
+    /// Fault injection for the supervision tests.
     #[doc(hidden)]
     pub fn inject_connection_panic(&self, cid: u64) {
         if let Some(s) = self.client_sup() {
@@ -162,11 +189,28 @@ impl ServerContext {
         }
     }
 
-    /// Close one connection.
-    pub fn kick(&self, cid: u64) {
+    #[doc(hidden)]
+    pub fn inject_writer_panic(&self, cid: u64) {
         if let Some(s) = self.client_sup() {
-            let _ = s.cast(ClientSupMsg::Kick(cid, crate::client::CloseReason::Kicked));
+            let _ = s.cast(ClientSupMsg::InjectWriterPanic(cid));
         }
+    }
+
+    #[doc(hidden)]
+    pub fn inject_reader_panic(&self, cid: u64) {
+        self.control(cid, ConnCtl::InjectReaderPanic);
+    }
+
+    #[doc(hidden)]
+    pub fn inject_client_supervisor_panic(&self) {
+        if let Some(s) = self.client_sup() {
+            let _ = s.cast(ClientSupMsg::InjectSelfPanic);
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn inject_shard_panic(&self, shard: usize) {
+        self.accounts.inject_shard_panic(shard);
     }
 }
 
@@ -188,6 +232,14 @@ pub struct Server {
     pub https_addr: Option<SocketAddr>,
     supervisor: ActorRef<SupervisorMsg>,
     done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Fault injection for the supervision tests: panic the client listener.
+    #[doc(hidden)]
+    pub fn inject_listener_panic(&self) {
+        let _ = self.supervisor.cast(SupervisorMsg::InjectListenerPanic);
+    }
 }
 
 #[derive(Debug)]
@@ -286,7 +338,9 @@ impl Server {
             opts.server_name.clone()
         };
         let ctx = Arc::new(ServerContext {
-            global_account: Account::new(GLOBAL_ACCOUNT, opts.router_shards),
+            accounts: Accounts::new(opts.router_shards),
+            accept_loops: AtomicUsize::new(0),
+            lame_duck: AtomicBool::new(false),
             opts: RwLock::new(Arc::new(opts)),
             server_id,
             server_name,
@@ -321,7 +375,7 @@ impl Server {
         }
         let args = SupervisorArgs {
             ctx: ctx.clone(),
-            client_listener: Arc::new(client_listener),
+            client_listener: Some(Arc::new(client_listener)),
             http_listener: http_listener.map(Arc::new),
             https,
         };
@@ -375,10 +429,7 @@ impl Server {
     /// Close every connection (flushing what is queued), stop the tree.
     pub async fn shutdown(self) {
         self.ctx.shutdown.cancel();
-        let conns: Vec<_> = self.ctx.conns.iter().map(|c| c.value().clone()).collect();
-        for c in &conns {
-            c.close(crate::client::CloseReason::ServerShutdown);
-        }
+        self.close_all_clients(CloseReason::ServerShutdown);
         // Let writers flush their final bytes before the tree goes.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while !self.ctx.conns.is_empty() && tokio::time::Instant::now() < deadline {
@@ -387,10 +438,36 @@ impl Server {
         self.supervisor.stop(Some("shutdown".into()));
         let _ = self.done.await;
     }
+
+    /// Kick every client through the control path.
+    fn close_all_clients(&self, reason: CloseReason) {
+        let cids: Vec<u64> = self.ctx.conns.iter().map(|c| *c.key()).collect();
+        for cid in cids {
+            self.ctx.control(
+                cid,
+                ConnCtl::Kick {
+                    reason: reason.clone(),
+                    err: None,
+                },
+            );
+        }
+        // Connections still in their TLS handshake have no actor yet.
+        for c in self.ctx.conns.iter() {
+            if c.value().account().is_none() {
+                c.value().close(reason.clone());
+            }
+        }
+    }
+
+    /// Has the server stopped (shutdown, or its supervision tree gave up)?
+    pub fn is_done(&self) -> bool {
+        self.done.is_finished()
+    }
 }
 
 /// After a reload, authenticate every client again with the credentials it
-/// connected with; drop those that no longer pass.
+/// connected with; those that no longer pass are kicked, the others get
+/// their new permissions, both through the control path.
 async fn recheck_clients(ctx: Arc<ServerContext>) {
     let auth = ctx.auth();
     let conns: Vec<_> = ctx.conns.iter().map(|c| c.value().clone()).collect();
@@ -410,19 +487,23 @@ async fn recheck_clients(ctx: Arc<ServerContext>) {
                 identity.as_ref(),
             )
             .await;
-        if let Ok(ok) = &result {
-            conn.replace_permissions(ok.permissions.clone());
-        }
-        if let Err(f) = result {
-            tracing::info!(
-                "{} - cid:{} - disconnected after reload: {}",
-                conn.peer,
-                conn.cid,
-                f.reason
-            );
-            conn.out
-                .send_now(crate::client::conn::errors::AUTH_VIOLATION);
-            conn.close(crate::client::CloseReason::AuthenticationViolation);
+        match result {
+            Ok(ok) => ctx.control(conn.cid, ConnCtl::Permissions(ok.permissions)),
+            Err(f) => {
+                tracing::info!(
+                    "{} - cid:{} - disconnected after reload: {}",
+                    conn.peer,
+                    conn.cid,
+                    f.reason
+                );
+                ctx.control(
+                    conn.cid,
+                    ConnCtl::Kick {
+                        reason: CloseReason::AuthenticationViolation,
+                        err: Some(crate::client::conn::errors::AUTH_VIOLATION),
+                    },
+                );
+            }
         }
     }
 }
@@ -442,7 +523,7 @@ async fn release_memory(ctx: Arc<ServerContext>) {
             _ = tick.tick() => {}
         }
         let now_conns = ctx.conns.len();
-        let now_subs = ctx.global_account.router.count();
+        let now_subs = ctx.accounts.total_subscriptions();
         let now_bytes = ctx.stats.in_bytes.load(Relaxed) + ctx.stats.out_bytes.load(Relaxed);
         let shrank = now_conns < conns || now_subs < subs;
         let churned = now_bytes.saturating_sub(bytes) > 64 * 1024 * 1024;
@@ -463,156 +544,3 @@ fn trim_heap() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
-
-pub enum SupervisorMsg {}
-
-pub struct SupervisorArgs {
-    ctx: Arc<ServerContext>,
-    client_listener: Arc<TcpListener>,
-    http_listener: Option<Arc<TcpListener>>,
-    https: Option<(Arc<TcpListener>, tokio_rustls::TlsAcceptor)>,
-}
-
-pub struct SupervisorState {
-    args: SupervisorArgs,
-    children: Vec<(ActorCell, Child)>,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Child {
-    Account,
-    Clients,
-    ClientListener,
-    MonitorListener,
-    HttpsListener,
-}
-
-/// Root of the tree. Restarts a failed child with a short backoff; the
-/// listening sockets and account state live outside the children so a
-/// restart loses neither the port nor any subscription.
-pub struct ServerSupervisor;
-
-impl ServerSupervisor {
-    async fn spawn_listener(
-        ctx: &Arc<ServerContext>,
-        sup: ActorCell,
-        listener: Arc<TcpListener>,
-        kind: ListenerKind,
-    ) -> Result<ActorCell, ActorProcessingErr> {
-        let args = ListenerArgs {
-            ctx: ctx.clone(),
-            listener,
-            kind,
-        };
-        let (a, _) = Actor::spawn_linked(None, ListenerActor, args, sup).await?;
-        Ok(a.get_cell())
-    }
-
-    async fn start_child(
-        myself: &ActorRef<SupervisorMsg>,
-        st: &mut SupervisorState,
-        child: Child,
-    ) -> Result<(), ActorProcessingErr> {
-        let ctx = st.args.ctx.clone();
-        let sup = myself.get_cell();
-        let cell = match child {
-            Child::Account => {
-                let (a, _) =
-                    Actor::spawn_linked(None, AccountActor, ctx.global_account.clone(), sup)
-                        .await?;
-                a.get_cell()
-            }
-            Child::Clients => {
-                let (a, _) = Actor::spawn_linked(None, ClientSupervisor, ctx.clone(), sup).await?;
-                *ctx.client_sup.write() = Some(a.clone());
-                a.get_cell()
-            }
-            Child::ClientListener => {
-                let l = st.args.client_listener.clone();
-                Self::spawn_listener(&ctx, sup, l, ListenerKind::Client).await?
-            }
-            Child::MonitorListener => {
-                let Some(l) = st.args.http_listener.clone() else {
-                    return Ok(());
-                };
-                Self::spawn_listener(&ctx, sup, l, ListenerKind::Monitor).await?
-            }
-            Child::HttpsListener => {
-                let Some((l, acceptor)) = st.args.https.clone() else {
-                    return Ok(());
-                };
-                Self::spawn_listener(&ctx, sup, l, ListenerKind::MonitorTls(acceptor)).await?
-            }
-        };
-        st.children.push((cell, child));
-        Ok(())
-    }
-}
-
-impl Actor for ServerSupervisor {
-    type Msg = SupervisorMsg;
-    type State = SupervisorState;
-    type Arguments = SupervisorArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SupervisorMsg>,
-        args: SupervisorArgs,
-    ) -> Result<SupervisorState, ActorProcessingErr> {
-        let mut st = SupervisorState {
-            args,
-            children: Vec::new(),
-        };
-        for child in [
-            Child::Account,
-            Child::Clients,
-            Child::ClientListener,
-            Child::MonitorListener,
-            Child::HttpsListener,
-        ] {
-            Self::start_child(&myself, &mut st, child).await?;
-        }
-        Ok(st)
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<SupervisorMsg>,
-        evt: SupervisionEvent,
-        st: &mut SupervisorState,
-    ) -> Result<(), ActorProcessingErr> {
-        let (cell, failed) = match &evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell.clone(), Some(err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.clone(), None),
-            _ => return Ok(()),
-        };
-        let Some(pos) = st
-            .children
-            .iter()
-            .position(|(c, _)| c.get_id() == cell.get_id())
-        else {
-            return Ok(());
-        };
-        let (_, child) = st.children.remove(pos);
-        if st.args.ctx.shutdown.is_cancelled() {
-            return Ok(());
-        }
-        tracing::error!(
-            "supervisor: {child:?} stopped ({}); restarting",
-            failed.as_deref().unwrap_or("no reason")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Self::start_child(&myself, st, child).await
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<SupervisorMsg>,
-        st: &mut SupervisorState,
-    ) -> Result<(), ActorProcessingErr> {
-        for (cell, _) in &st.children {
-            cell.stop(None);
-        }
-        Ok(())
-    }
-}

@@ -336,7 +336,7 @@ pub fn cid_of(server: &rnats::Server, local: SocketAddr) -> Option<u64> {
 
 /// Subscriptions currently in the server's router.
 pub fn sub_count(server: &rnats::Server) -> usize {
-    server.ctx.global_account.router.count()
+    server.ctx.accounts.total_subscriptions()
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,760 @@
+//! The reader task of a client connection: read, parse, act. Publishing
+//! goes through the delivery engine (`crate::deliver`); control messages
+//! from the connection actor (kicks, new permissions, expiry, async INFO)
+//! arrive on a bounded channel that the read loop selects on.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::conn::{BoxRead, ConnCtl, errors};
+use super::shared::{ConnShared, Credentials};
+use crate::account::Account;
+use crate::deliver::{self, Batch, Origin};
+use crate::outbound::{CloseReason, Message};
+use crate::protocol::info::ConnectOptions;
+use crate::protocol::subject;
+use crate::protocol::{ClientOp, Limits, Parser, ProtocolError};
+use crate::router::{LookupCache, Subscription};
+use crate::server::ServerContext;
+
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 64 * 1024;
+
+/// Per-connection reader: owns the parser and the publish-side state.
+pub(super) struct Reader {
+    shared: Arc<ConnShared>,
+    ctx: Arc<ServerContext>,
+    parser: Parser,
+    connected: bool,
+    /// Authentication is configured: nothing but CONNECT before CONNECT.
+    auth_required: bool,
+    account: Option<Arc<Account>>,
+    /// The authenticated user's permissions (None: everything allowed).
+    perms: Option<Arc<crate::auth::Permissions>>,
+    /// Publish-permission decisions by subject, so the check costs one
+    /// hash lookup per publish.
+    pub_allowed: rustc_hash::FxHashMap<Bytes, bool>,
+    /// When the credentials stop being valid (a control message sets it).
+    expires: Option<Instant>,
+    verbose: bool,
+    pedantic: bool,
+    echo: bool,
+    headers: bool,
+    no_responders: bool,
+    trace: bool,
+    max_subs: usize,
+    cache: LookupCache,
+    batch: Batch,
+    /// SUBs sent to shard actors whose acknowledgements we have not awaited.
+    pending_subs: Vec<ractor::concurrency::OneshotReceiver<()>>,
+    batch_msgs: u64,
+    batch_bytes: u64,
+}
+
+/// Why the op loop stopped.
+pub(super) enum Stop {
+    Close(CloseReason),
+}
+
+impl Reader {
+    pub(super) fn new(shared: Arc<ConnShared>, ctx: Arc<ServerContext>) -> Self {
+        let opts = ctx.opts();
+        Reader {
+            parser: Parser::new(Limits {
+                max_control_line: opts.max_control_line,
+                max_payload: opts.max_payload,
+            }),
+            connected: false,
+            // nats-server treats a client that has not said otherwise as
+            // verbose and pedantic.
+            verbose: true,
+            pedantic: true,
+            echo: true,
+            headers: false,
+            no_responders: false,
+            trace: opts.trace,
+            max_subs: opts.max_subscriptions,
+            auth_required: ctx.auth().auth_required(),
+            account: None,
+            perms: None,
+            pub_allowed: Default::default(),
+            expires: None,
+            cache: LookupCache::default(),
+            batch: Batch::default(),
+            pending_subs: Vec::new(),
+            batch_msgs: 0,
+            batch_bytes: 0,
+            shared,
+            ctx,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut rd: BoxRead, mut ctl: mpsc::Receiver<ConnCtl>) {
+        let auth_deadline = Instant::now() + self.ctx.opts().auth_timeout;
+        let mut buf = BytesMut::with_capacity(MIN_READ);
+        let mut read_size = MIN_READ;
+        let closing = self.shared.closing.clone();
+        loop {
+            buf.reserve(read_size.max(self.parser.needed(&buf)));
+            // Before CONNECT the auth timeout bounds the wait; after it,
+            // credential expiry (if any) does.
+            let deadline = if self.connected {
+                self.expires
+            } else {
+                Some(auth_deadline)
+            };
+            let n = tokio::select! {
+                biased;
+                _ = closing.cancelled() => break,
+                Some(c) = ctl.recv() => {
+                    self.control(c);
+                    self.end_batch();
+                    continue;
+                }
+                _ = sleep_until_opt(deadline) => {
+                    if self.connected {
+                        self.fail(errors::AUTH_EXPIRED, CloseReason::AuthenticationExpired);
+                    } else {
+                        self.fail(errors::AUTH_TIMEOUT, CloseReason::AuthenticationTimeout);
+                    }
+                    break;
+                }
+                r = rd.read_buf(&mut buf) => r,
+            };
+            let n = match n {
+                Ok(0) => {
+                    self.shared.close(CloseReason::ClientClosed);
+                    break;
+                }
+                Ok(n) => {
+                    self.shared.client_data.store(true, Ordering::Relaxed);
+                    n
+                }
+                Err(_) => {
+                    self.shared.close(CloseReason::ReadError);
+                    break;
+                }
+            };
+            // Adapt the read size like nats-server: grow while reads fill
+            // the buffer, shrink when they do not, so idle connections stay small.
+            if n >= read_size && read_size < MAX_READ {
+                read_size *= 2;
+            } else if n < read_size / 2 && read_size > MIN_READ {
+                read_size /= 2;
+            }
+            let stop = self.process(&mut buf).await;
+            self.end_batch();
+            if let Err(Stop::Close(reason)) = stop {
+                self.shared.close(reason);
+                break;
+            }
+        }
+        self.end_batch();
+    }
+
+    /// A message from the connection actor (the control path).
+    fn control(&mut self, c: ConnCtl) {
+        match c {
+            ConnCtl::Kick { reason, err } => {
+                if let Some(err) = err {
+                    self.shared.out.push_raw(err);
+                }
+                self.shared.close(reason);
+            }
+            ConnCtl::Permissions(p) => self.set_permissions(p),
+            ConnCtl::ExpireAt(at) => self.expires = Some(at),
+            ConnCtl::Info(line) => self.reply(&line),
+            ConnCtl::InjectReaderPanic => {
+                panic!("injected fault in reader of cid {}", self.shared.cid)
+            }
+        }
+    }
+
+    /// Queue an error for the client and close the connection.
+    fn fail(&mut self, err: &[u8], reason: CloseReason) {
+        self.shared.out.send_now(err);
+        self.shared.close(reason);
+    }
+
+    /// The connection's account, binding the default one when no
+    /// authentication is configured and the client has not sent CONNECT.
+    fn account(&mut self) -> Arc<Account> {
+        if let Some(a) = &self.account {
+            return a.clone();
+        }
+        let a = self
+            .shared
+            .bind_account(self.ctx.accounts.default_account());
+        self.account = Some(a.clone());
+        a
+    }
+
+    async fn process(&mut self, buf: &mut BytesMut) -> Result<(), Stop> {
+        loop {
+            // A kicked or cut-off connection stops here, not after the
+            // rest of its read buffer.
+            if self.shared.is_closing() {
+                return Err(Stop::Close(CloseReason::ClientClosed));
+            }
+            let op = match self.parser.next_op(buf) {
+                Ok(Some(op)) => op,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.protocol_error(e)),
+            };
+            if self.trace {
+                trace_op(&self.shared, &op);
+            }
+            if self.auth_required && !self.connected && !matches!(op, ClientOp::Connect(_)) {
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                return Err(Stop::Close(CloseReason::AuthenticationViolation));
+            }
+            match op {
+                ClientOp::Pub {
+                    subject,
+                    reply,
+                    headers,
+                    header_len,
+                    payload,
+                } => {
+                    if headers && !self.headers {
+                        // HPUB from a client that did not negotiate headers.
+                        return Err(Stop::Close(CloseReason::ProtocolViolation("HPUB")));
+                    }
+                    self.await_subs().await?;
+                    // publish() sends the verbose +OK itself: nats-server
+                    // sends it after a subject -ERR but before the message
+                    // reaches any subscriber (the sender included).
+                    self.publish(subject, reply, headers, header_len, payload);
+                    continue;
+                }
+                ClientOp::Sub {
+                    subject,
+                    queue,
+                    sid,
+                } => {
+                    // A rejected SUB gets its -ERR and no +OK, as in nats-server.
+                    if !self.subscribe(subject, queue, sid)? {
+                        continue;
+                    }
+                }
+                ClientOp::Unsub { sid, max } => self.unsubscribe(&sid, max),
+                ClientOp::Ping => {
+                    self.await_subs().await?;
+                    self.reply(b"PONG\r\n");
+                    continue;
+                }
+                ClientOp::Pong => {
+                    self.shared.pings_out.store(0, Ordering::Relaxed);
+                    continue;
+                }
+                ClientOp::Connect(json) => self.connect(&json).await?,
+                ClientOp::Ignored => continue,
+            }
+            if self.verbose {
+                self.reply(b"+OK\r\n");
+            }
+        }
+    }
+
+    /// Queue a reply to this client; its writer is woken at the batch end.
+    fn reply(&mut self, data: &[u8]) {
+        let r = self.shared.out.push_raw(data);
+        self.batch.queued(&self.shared.outlet, r);
+    }
+
+    fn protocol_error(&mut self, e: ProtocolError) -> Stop {
+        let (err, reason): (&[u8], _) = match e {
+            ProtocolError::UnknownOp => (
+                errors::UNKNOWN_OP,
+                CloseReason::ProtocolViolation("unknown op"),
+            ),
+            ProtocolError::MaxControlLine => (
+                errors::MAX_CONTROL_LINE,
+                CloseReason::ProtocolViolation("max control line"),
+            ),
+            ProtocolError::MaxPayload { .. } => {
+                (errors::MAX_PAYLOAD, CloseReason::MaxPayloadExceeded)
+            }
+            ProtocolError::BadArgs(op) => {
+                // nats-server closes here without a word (it only logs
+                // `processPub Parse Error`); rnats says why, with the
+                // protocol's generic parse error, so a client can tell.
+                tracing::error!(
+                    "{} - cid:{} - {op} arguments malformed",
+                    self.shared.peer,
+                    self.shared.cid
+                );
+                (
+                    errors::UNKNOWN_OP,
+                    CloseReason::ProtocolViolation("bad arguments"),
+                )
+            }
+            ProtocolError::BadPayload => (
+                errors::UNKNOWN_OP,
+                CloseReason::ProtocolViolation("payload size mismatch"),
+            ),
+        };
+        self.shared.out.push_raw(err);
+        if self.ctx.debug() {
+            tracing::debug!(
+                "{} - cid:{} - Client parser error: {reason}",
+                self.shared.peer,
+                self.shared.cid
+            );
+        }
+        Stop::Close(reason)
+    }
+
+    async fn connect(&mut self, json: &[u8]) -> Result<(), Stop> {
+        // A CONNECT that is not a valid JSON object closes the connection;
+        // nats-server does so silently, rnats says why. (serde would take
+        // `[]` for a struct, hence the check for `{`.)
+        let parsed: Result<ConnectOptions, String> = if json.first() == Some(&b'{') {
+            serde_json::from_slice(json).map_err(|e| e.to_string())
+        } else {
+            Err("not a JSON object".into())
+        };
+        let opts = match parsed {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(
+                    "{} - cid:{} - invalid CONNECT: {e}",
+                    self.shared.peer,
+                    self.shared.cid
+                );
+                self.shared.out.push_raw(errors::UNKNOWN_OP);
+                return Err(Stop::Close(CloseReason::ProtocolViolation("bad CONNECT")));
+            }
+        };
+        if !(0..=1).contains(&opts.protocol) {
+            self.shared
+                .out
+                .push_raw(b"-ERR 'invalid client protocol'\r\n");
+            return Err(Stop::Close(CloseReason::ProtocolViolation(
+                "client protocol",
+            )));
+        }
+        if opts.no_responders && !opts.headers {
+            self.shared
+                .out
+                .push_raw(b"-ERR 'no responders requires headers support'\r\n");
+            return Err(Stop::Close(CloseReason::ProtocolViolation("no responders")));
+        }
+        if !self.connected {
+            let account_name = if self.auth_required {
+                self.authenticate(&opts).await?
+            } else {
+                None
+            };
+            self.bind(account_name.as_deref()).await?;
+        }
+        self.verbose = opts.verbose;
+        self.pedantic = opts.pedantic;
+        self.echo = opts.echo;
+        self.headers = opts.headers;
+        self.no_responders = opts.no_responders && opts.headers;
+        self.shared.headers.store(opts.headers, Ordering::Relaxed);
+        {
+            let mut meta = self.shared.meta.lock();
+            meta.name = opts.name.unwrap_or_default();
+            meta.lang = opts.lang.unwrap_or_default();
+            meta.version = opts.version.unwrap_or_default();
+        }
+        self.connected = true;
+        Ok(())
+    }
+
+    /// Bind the connection to the account its credentials name.
+    async fn bind(&mut self, name: Option<&str>) -> Result<(), Stop> {
+        if self.account.is_some() {
+            return Ok(());
+        }
+        match self.ctx.accounts.bind(name).await {
+            Ok(a) => {
+                self.account = Some(self.shared.bind_account(a));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    "{} - cid:{} - cannot bind account: {e}",
+                    self.shared.peer,
+                    self.shared.cid
+                );
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                Err(Stop::Close(CloseReason::AuthenticationViolation))
+            }
+        }
+    }
+
+    /// Check CONNECT's credentials (bcrypt runs in the authenticator's
+    /// bounded pool, not on this task). Every decision is audited; a
+    /// failure closes the connection with 'Authorization Violation'.
+    /// Returns the name of the user's account (None: the default).
+    async fn authenticate(&mut self, opts: &ConnectOptions) -> Result<Option<String>, Stop> {
+        let auth = self.ctx.auth();
+        let identity = self.shared.tls_identity.lock().clone();
+        let peer = self.shared.peer;
+        let result = auth
+            .authenticate(
+                peer.ip(),
+                opts.user.as_deref(),
+                opts.pass.as_deref(),
+                opts.auth_token.as_deref(),
+                identity.as_ref(),
+            )
+            .await;
+        crate::auth::audit(&crate::auth::AuditEvent::from_outcome(
+            peer,
+            Some(self.shared.cid),
+            &result,
+        ));
+        match result {
+            Ok(ok) => {
+                self.set_permissions(ok.permissions);
+                self.shared.meta.lock().user = ok.user;
+                *self.shared.credentials.lock() = Some(Credentials {
+                    user: opts.user.clone(),
+                    pass: opts.pass.clone(),
+                    token: opts.auth_token.clone(),
+                });
+                // Users live in the default account until accounts land.
+                Ok(None)
+            }
+            Err(f) => {
+                tracing::error!(
+                    "{peer} - cid:{} - authentication error: {}",
+                    self.shared.cid,
+                    f.reason
+                );
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                Err(Stop::Close(CloseReason::AuthenticationViolation))
+            }
+        }
+    }
+
+    /// Install permissions (at login, or from a reload through the control
+    /// path): deliveries are filtered at once and subscriptions the new
+    /// permissions forbid are removed.
+    fn set_permissions(&mut self, perms: Option<Arc<crate::auth::Permissions>>) {
+        let denies = perms
+            .as_ref()
+            .map(|p| p.delivery_denies())
+            .unwrap_or_default();
+        self.shared.set_delivery_denies(denies);
+        if let Some(p) = &perms {
+            let forbidden: Vec<Arc<Subscription>> = {
+                let mut subs = self.shared.subs.lock();
+                let gone: Vec<Bytes> = subs
+                    .iter()
+                    .filter(|(_, s)| !p.can_subscribe(&s.subject, s.queue.as_deref()))
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
+                gone.iter().filter_map(|sid| subs.remove(sid)).collect()
+            };
+            if !forbidden.is_empty()
+                && let Some(acc) = self.shared.account()
+            {
+                acc.router.unsubscribe(forbidden);
+            }
+        }
+        self.perms = perms;
+        self.pub_allowed.clear();
+    }
+
+    /// May this client publish to `subj`? Cached per subject.
+    fn may_publish(&mut self, subj: &Bytes) -> bool {
+        let Some(perms) = &self.perms else {
+            return true;
+        };
+        if let Some(&ok) = self.pub_allowed.get(&subj[..]) {
+            return ok;
+        }
+        let ok = perms.can_publish(subj);
+        if self.pub_allowed.len() >= 4096 {
+            self.pub_allowed.clear();
+        }
+        self.pub_allowed.insert(Bytes::copy_from_slice(subj), ok);
+        ok
+    }
+
+    /// Returns Ok(false) when the SUB was refused with an -ERR.
+    fn subscribe(&mut self, subj: Bytes, queue: Option<Bytes>, sid: Bytes) -> Result<bool, Stop> {
+        if !subject::valid_sub_subject(&subj)
+            || queue
+                .as_ref()
+                .is_some_and(|q| q.contains(&b'.') && self.pedantic)
+        {
+            self.reply(errors::INVALID_SUBJECT);
+            return Ok(false);
+        }
+        if let Some(p) = &self.perms
+            && !p.can_subscribe(&subj, queue.as_deref())
+        {
+            let err = match &queue {
+                Some(q) => format!(
+                    "-ERR 'Permissions Violation for Subscription to \"{}\" using queue \"{}\"'\r\n",
+                    String::from_utf8_lossy(&subj),
+                    String::from_utf8_lossy(q)
+                ),
+                None => format!(
+                    "-ERR 'Permissions Violation for Subscription to \"{}\"'\r\n",
+                    String::from_utf8_lossy(&subj)
+                ),
+            };
+            tracing::error!(
+                "{} - cid:{} - Subscription Violation - User \"{}\", Subject \"{}\"",
+                self.shared.peer,
+                self.shared.cid,
+                self.shared.meta.lock().user.clone().unwrap_or_default(),
+                String::from_utf8_lossy(&subj)
+            );
+            self.reply(err.as_bytes());
+            return Ok(false);
+        }
+        if self.max_subs > 0 && self.shared.num_subs() >= self.max_subs {
+            self.reply(errors::MAX_SUBSCRIPTIONS);
+            return Ok(false);
+        }
+        let account = self.account();
+        // Copy out of the read buffer: a subscription lives long and must
+        // not pin the buffer its SUB line arrived in.
+        let sub = Arc::new(Subscription::client(
+            Bytes::copy_from_slice(&subj),
+            queue.map(|q| Bytes::copy_from_slice(&q)),
+            Bytes::copy_from_slice(&sid),
+            self.shared.outlet.clone(),
+        ));
+        {
+            self.shared.reap_expired();
+            let mut subs = self.shared.subs.lock();
+            // The supervisor may already have cleaned this connection up
+            // (its actor failed) while this reader is still working through
+            // a burst of SUBs. Cleanup marks the connection closing before
+            // it drains `subs` under this lock, so checking here, under the
+            // lock, means a SUB is either drained by cleanup or refused;
+            // otherwise it would stay in the router for good.
+            if self.shared.is_closing() {
+                return Err(Stop::Close(CloseReason::ClientClosed));
+            }
+            if subs.contains_key(&sid[..]) {
+                // nats-server ignores a SUB that reuses a live sid.
+                return Ok(true);
+            }
+            subs.insert(sub.sid.clone(), sub.clone());
+        }
+        match account.router.subscribe(sub) {
+            Ok(rx) => self.pending_subs.push(rx),
+            Err(e) => {
+                tracing::error!("cid:{} - subscribe failed: {e}", self.shared.cid);
+                return Err(Stop::Close(CloseReason::Crashed));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Wait until every SUB sent so far is in the trie, so a later publish
+    /// or PONG observes it (clients rely on PING/PONG as a barrier).
+    async fn await_subs(&mut self) -> Result<(), Stop> {
+        for rx in self.pending_subs.drain(..) {
+            if rx.await.is_err() {
+                return Err(Stop::Close(CloseReason::Crashed));
+            }
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, sid: &[u8], max: Option<u64>) {
+        self.shared.reap_expired();
+        let mut subs = self.shared.subs.lock();
+        let Some(sub) = subs.get(sid).cloned() else {
+            return;
+        };
+        if let Some(max) = max
+            && !sub.set_max(max)
+        {
+            return;
+        }
+        subs.remove(sid);
+        drop(subs);
+        if let Some(acc) = self.shared.account() {
+            acc.router.unsubscribe([sub]);
+        }
+    }
+
+    fn publish(
+        &mut self,
+        subj: Bytes,
+        reply: Option<Bytes>,
+        has_headers: bool,
+        header_len: usize,
+        payload: Bytes,
+    ) {
+        self.batch_msgs += 1;
+        self.batch_bytes += payload.len() as u64;
+        if !self.may_publish(&subj) {
+            let err = format!(
+                "-ERR 'Permissions Violation for Publish to \"{}\"'\r\n",
+                String::from_utf8_lossy(&subj)
+            );
+            tracing::error!(
+                "{} - cid:{} - Publish Violation - User \"{}\", Subject \"{}\"",
+                self.shared.peer,
+                self.shared.cid,
+                self.shared.meta.lock().user.clone().unwrap_or_default(),
+                String::from_utf8_lossy(&subj)
+            );
+            self.reply(err.as_bytes());
+            return;
+        }
+        if !subject::valid_pub_subject(&subj, self.pedantic) {
+            // Only a warning in nats-server: the message is still routed.
+            self.reply(errors::INVALID_PUB_SUBJECT);
+        }
+        if self.verbose {
+            self.reply(b"+OK\r\n");
+        }
+        // A subject with an empty token (`a..b`, `.a`, `a.`) matches no
+        // subscription in nats-server, not even `>`.
+        if subj.first() == Some(&b'.')
+            || subj.last() == Some(&b'.')
+            || memchr::memmem::find(&subj, b"..").is_some()
+        {
+            return;
+        }
+        let account = self.account();
+        let msg = Message {
+            subject: &subj,
+            reply: reply.as_deref(),
+            header_len: has_headers.then_some(header_len),
+            payload: &payload,
+        };
+        let origin = Origin::Client {
+            outlet: &self.shared.outlet,
+            echo: self.echo,
+        };
+        let delivered = deliver::publish(&account, &mut self.cache, &msg, origin, &mut self.batch);
+        if delivered == 0
+            && self.no_responders
+            && let Some(reply) = &reply
+        {
+            self.no_responders_reply(&account, &subj, reply);
+        }
+    }
+
+    /// The requester asked to hear when nobody is listening: send it a
+    /// `503` status on its own plain subscription to the reply subject,
+    /// naming the subject nobody listens on, as nats-server does.
+    fn no_responders_reply(&mut self, account: &Account, subj: &[u8], reply: &Bytes) {
+        let result = account.router.lookup(reply);
+        let own = result
+            .psubs
+            .iter()
+            .find(|s| {
+                s.target
+                    .outlet()
+                    .is_some_and(|o| Arc::ptr_eq(o, &self.shared.outlet))
+            })
+            .cloned();
+        if let Some(sub) = own {
+            let mut status = BytesMut::with_capacity(48 + subj.len());
+            status.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+            status.extend_from_slice(subj);
+            status.extend_from_slice(b"\r\n\r\n");
+            let payload = status.freeze();
+            let msg = Message {
+                subject: reply,
+                reply: None,
+                header_len: Some(payload.len()),
+                payload: &payload,
+            };
+            deliver::deliver_local(account, &sub, &msg, &mut self.batch);
+        }
+    }
+
+    /// Wake writers and publish counters once per read batch.
+    fn end_batch(&mut self) {
+        let (out_msgs, out_bytes, slow) = self.batch.finish();
+        let stats = &self.ctx.stats;
+        if self.batch_msgs > 0 {
+            self.shared
+                .in_msgs
+                .fetch_add(self.batch_msgs, Ordering::Relaxed);
+            self.shared
+                .in_bytes
+                .fetch_add(self.batch_bytes, Ordering::Relaxed);
+            stats.in_msgs.fetch_add(self.batch_msgs, Ordering::Relaxed);
+            stats
+                .in_bytes
+                .fetch_add(self.batch_bytes, Ordering::Relaxed);
+            self.batch_msgs = 0;
+            self.batch_bytes = 0;
+        }
+        if out_msgs > 0 {
+            stats.out_msgs.fetch_add(out_msgs, Ordering::Relaxed);
+            stats.out_bytes.fetch_add(out_bytes, Ordering::Relaxed);
+        }
+        if slow > 0 {
+            stats.slow_consumers.fetch_add(slow, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn trace_op(shared: &ConnShared, op: &ClientOp) {
+    let line = match op {
+        ClientOp::Pub {
+            subject,
+            reply,
+            headers,
+            header_len,
+            payload,
+        } => {
+            let s = String::from_utf8_lossy(subject);
+            let r = reply
+                .as_ref()
+                .map(|r| format!(" {}", String::from_utf8_lossy(r)))
+                .unwrap_or_default();
+            if *headers {
+                format!("HPUB {s}{r} {header_len} {}", payload.len())
+            } else {
+                format!("PUB {s}{r} {}", payload.len())
+            }
+        }
+        ClientOp::Sub {
+            subject,
+            queue,
+            sid,
+        } => {
+            let q = queue
+                .as_ref()
+                .map(|q| format!(" {}", String::from_utf8_lossy(q)))
+                .unwrap_or_default();
+            format!(
+                "SUB {}{q} {}",
+                String::from_utf8_lossy(subject),
+                String::from_utf8_lossy(sid)
+            )
+        }
+        ClientOp::Unsub { sid, max } => match max {
+            Some(m) => format!("UNSUB {} {m}", String::from_utf8_lossy(sid)),
+            None => format!("UNSUB {}", String::from_utf8_lossy(sid)),
+        },
+        ClientOp::Ping => "PING".into(),
+        ClientOp::Pong => "PONG".into(),
+        // CONNECT may carry credentials: never trace its body.
+        ClientOp::Connect(_) => "CONNECT [REDACTED]".into(),
+        ClientOp::Ignored => return,
+    };
+    tracing::trace!("{} - cid:{} - \"<<- [{line}]\"", shared.peer, shared.cid);
+}

@@ -1,0 +1,362 @@
+//! Where messages leave the server: the byte-counted outbound queue of a
+//! connection (client or route) and its `Outlet`, the part of a
+//! connection that the delivery engine touches.
+//!
+//! ractor mailboxes are unbounded, so messages never travel to a
+//! subscriber as actor messages: publishers append encoded frames to the
+//! outlet's queue under a short lock, and the slow-consumer limit
+//! (`max_pending`) is enforced here, in bytes.
+//!
+//! This module sits below `router` and `deliver`: a subscription points at
+//! an `Outlet`, never at a client or route type, so the index and the
+//! engine do not depend on the modules that own sockets.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Payloads at least this large are queued as their own `Bytes` (shared by
+/// every subscriber); smaller ones are copied next to the MSG line so the
+/// socket write stays one contiguous buffer.
+const COPY_THRESHOLD: usize = 2048;
+
+/// Why a connection closed, as /connz and the logs name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    ClientClosed,
+    SlowConsumerPendingBytes,
+    SlowConsumerWriteDeadline,
+    StaleConnection,
+    ProtocolViolation(&'static str),
+    AuthenticationTimeout,
+    AuthenticationViolation,
+    AuthenticationExpired,
+    MaxPayloadExceeded,
+    MaxSubscriptionsExceeded,
+    MaxConnectionsExceeded,
+    ReadError,
+    WriteError,
+    ServerShutdown,
+    LameDuck,
+    Crashed,
+    Kicked,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            CloseReason::ClientClosed => "Client Closed",
+            CloseReason::SlowConsumerPendingBytes => "Slow Consumer (Pending Bytes)",
+            CloseReason::SlowConsumerWriteDeadline => "Slow Consumer (Write Deadline)",
+            CloseReason::StaleConnection => "Stale Connection",
+            CloseReason::ProtocolViolation(_) => "Protocol Violation",
+            CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::AuthenticationViolation => "Authentication Failure",
+            CloseReason::AuthenticationExpired => "Authentication Expired",
+            CloseReason::MaxPayloadExceeded => "Maximum Message Payload Exceeded",
+            CloseReason::MaxSubscriptionsExceeded => "Maximum Subscriptions Exceeded",
+            CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
+            CloseReason::ReadError => "Read Error",
+            CloseReason::WriteError => "Write Error",
+            CloseReason::ServerShutdown => "Server Shutdown",
+            CloseReason::LameDuck => "Server Shutdown",
+            CloseReason::Crashed => "Internal Error",
+            CloseReason::Kicked => "Kicked",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Result of queueing bytes for a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued; the writer must be woken by the caller (now or at the end of
+    /// its batch) because nobody else has done so yet.
+    NeedsSignal,
+    /// Queued; a wake-up is already on its way.
+    Queued,
+    /// Over max_pending: nothing was queued; the caller closes the outlet.
+    SlowConsumer,
+    Closed,
+}
+
+struct OutBuf {
+    /// Small frames, appended contiguously.
+    cur: BytesMut,
+    /// Completed chunks ready to write, in order (large payloads are kept
+    /// as their shared `Bytes`).
+    segs: Vec<Bytes>,
+    /// Bytes queued or being written.
+    pending: usize,
+    signaled: bool,
+    closed: bool,
+    out_msgs: u64,
+    out_bytes: u64,
+}
+
+pub struct Outbound {
+    inner: Mutex<OutBuf>,
+    notify: Notify,
+    max_pending: usize,
+}
+
+impl Outbound {
+    pub fn new(max_pending: usize) -> Self {
+        Outbound {
+            inner: Mutex::new(OutBuf {
+                cur: BytesMut::new(),
+                segs: Vec::new(),
+                pending: 0,
+                signaled: false,
+                closed: false,
+                out_msgs: 0,
+                out_bytes: 0,
+            }),
+            notify: Notify::new(),
+            max_pending,
+        }
+    }
+
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
+    }
+
+    /// Queue one message: `line` writes the MSG/HMSG/RMSG control line, then
+    /// the payload and CRLF follow. `wanted` is asked under the queue's lock
+    /// (an UNSUB racing with this delivery); when it says no, nothing is
+    /// queued and the result is `Closed`.
+    pub fn push_msg(
+        &self,
+        wanted: impl FnOnce() -> bool,
+        line: impl FnOnce(&mut BytesMut),
+        payload: &Bytes,
+    ) -> Enqueued {
+        let mut o = self.inner.lock();
+        if o.closed || !wanted() {
+            return Enqueued::Closed;
+        }
+        let before = o.cur.len();
+        line(&mut o.cur);
+        let line_len = o.cur.len() - before;
+        let total = line_len + payload.len() + 2;
+        if o.pending + total > self.max_pending {
+            o.cur.truncate(before);
+            return Enqueued::SlowConsumer;
+        }
+        if payload.len() >= COPY_THRESHOLD {
+            let chunk = o.cur.split().freeze();
+            o.segs.push(chunk);
+            o.segs.push(payload.clone());
+        } else {
+            o.cur.extend_from_slice(payload);
+        }
+        o.cur.extend_from_slice(b"\r\n");
+        o.pending += total;
+        o.out_msgs += 1;
+        o.out_bytes += payload.len() as u64;
+        Self::mark(&mut o)
+    }
+
+    /// Queue raw protocol bytes (INFO, PONG, +OK, -ERR, PING). These are
+    /// never refused for size: they are tiny and the server's own.
+    pub fn push_raw(&self, data: &[u8]) -> Enqueued {
+        let mut o = self.inner.lock();
+        if o.closed {
+            return Enqueued::Closed;
+        }
+        o.cur.extend_from_slice(data);
+        o.pending += data.len();
+        Self::mark(&mut o)
+    }
+
+    fn mark(o: &mut OutBuf) -> Enqueued {
+        if o.signaled {
+            Enqueued::Queued
+        } else {
+            o.signaled = true;
+            Enqueued::NeedsSignal
+        }
+    }
+
+    /// Wake the writer.
+    pub fn signal(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Queue raw bytes and wake the writer at once.
+    pub fn send_now(&self, data: &[u8]) {
+        if self.push_raw(data) == Enqueued::NeedsSignal {
+            self.signal();
+        }
+    }
+
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Take everything queued; the caller writes it then calls `written`.
+    pub fn take(&self, into: &mut Vec<Bytes>) -> usize {
+        let mut o = self.inner.lock();
+        o.signaled = false;
+        into.append(&mut o.segs);
+        if !o.cur.is_empty() {
+            let chunk = o.cur.split().freeze();
+            into.push(chunk);
+        }
+        // Return the buffer's memory when a burst is over instead of
+        // keeping the peak allocation for the life of the connection.
+        if o.cur.capacity() > 1 << 20 {
+            o.cur = BytesMut::new();
+        }
+        into.iter().map(|b| b.len()).sum()
+    }
+
+    pub fn written(&self, n: usize) {
+        let mut o = self.inner.lock();
+        o.pending = o.pending.saturating_sub(n);
+    }
+
+    /// Stop accepting messages but keep what is queued, so the writer's
+    /// final flush still sends it (e.g. the `-ERR` that explains a close).
+    /// The writer calls `close` once it is done, which frees the queue.
+    pub fn seal(&self) {
+        self.inner.lock().closed = true;
+    }
+
+    /// Stop accepting messages and drop what is queued.
+    pub fn close(&self) {
+        let mut o = self.inner.lock();
+        o.closed = true;
+        o.segs = Vec::new();
+        o.cur = BytesMut::new();
+        o.pending = 0;
+    }
+
+    pub fn pending(&self) -> usize {
+        self.inner.lock().pending
+    }
+
+    /// (messages, bytes) delivered to this connection so far.
+    pub fn out_counts(&self) -> (u64, u64) {
+        let o = self.inner.lock();
+        (o.out_msgs, o.out_bytes)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutletKind {
+    Client,
+    Route,
+}
+
+/// One message on its way to subscribers. Every field borrows from the
+/// publisher's read buffer; `payload` (headers included, for HPUB) is the
+/// one `Bytes` every subscriber's queue shares or copies from.
+pub struct Message<'a> {
+    pub subject: &'a [u8],
+    pub reply: Option<&'a [u8]>,
+    /// Some(header block size) when the payload starts with headers.
+    pub header_len: Option<usize>,
+    pub payload: &'a Bytes,
+}
+
+/// The delivery end of one connection: what the engine needs to queue a
+/// message for it and to cut it off, and nothing about its socket, its
+/// account or its protocol state.
+pub struct Outlet {
+    /// The connection id (cid) shown in logs and /connz.
+    pub id: u64,
+    pub kind: OutletKind,
+    pub peer: SocketAddr,
+    pub out: Outbound,
+    /// The peer understands HMSG (it said `headers: true`).
+    pub headers: AtomicBool,
+    /// Subscribe-deny patterns of this client's permissions, applied to
+    /// every delivery (a wildcard subscription may overlap a denied subject).
+    deny_delivery: RwLock<Vec<Bytes>>,
+    /// Fast check so connections without deny rules pay one relaxed load.
+    has_deny_delivery: AtomicBool,
+    /// Sids the engine removed after their auto-unsubscribe count; the
+    /// owner drops them from its sid table (`take_expired`).
+    expired: Mutex<Vec<Bytes>>,
+    has_expired: AtomicBool,
+    /// Cancelled when the connection must end; its reader and writer
+    /// select on it, so a close decided anywhere (a publisher detecting a
+    /// slow consumer, a kick from the control path) reaches both at once.
+    pub closing: CancellationToken,
+    close_reason: Mutex<Option<CloseReason>>,
+}
+
+impl Outlet {
+    pub fn new(id: u64, kind: OutletKind, peer: SocketAddr, max_pending: usize) -> Self {
+        Outlet {
+            id,
+            kind,
+            peer,
+            out: Outbound::new(max_pending),
+            headers: AtomicBool::new(false),
+            deny_delivery: RwLock::new(Vec::new()),
+            has_deny_delivery: AtomicBool::new(false),
+            expired: Mutex::new(Vec::new()),
+            has_expired: AtomicBool::new(false),
+            closing: CancellationToken::new(),
+            close_reason: Mutex::new(None),
+        }
+    }
+
+    /// Begin closing with a reason; the first reason given wins. Returns
+    /// true for the call that actually started the close.
+    pub fn close(&self, reason: CloseReason) -> bool {
+        let mut r = self.close_reason.lock();
+        if r.is_some() {
+            return false;
+        }
+        *r = Some(reason);
+        drop(r);
+        self.closing.cancel();
+        true
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason.lock().clone()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    pub fn set_delivery_denies(&self, denies: Vec<Bytes>) {
+        self.has_deny_delivery
+            .store(!denies.is_empty(), Ordering::Release);
+        *self.deny_delivery.write() = denies;
+    }
+
+    /// Must a message on `subject` be withheld from this connection?
+    pub fn denies_delivery(&self, subject: &[u8]) -> bool {
+        self.has_deny_delivery.load(Ordering::Relaxed)
+            && self
+                .deny_delivery
+                .read()
+                .iter()
+                .any(|d| crate::protocol::subject::matches(d, subject))
+    }
+
+    /// Record that the subscription `sid` reached its auto-unsubscribe
+    /// count and left the index.
+    pub fn note_expired(&self, sid: Bytes) {
+        self.expired.lock().push(sid);
+        self.has_expired.store(true, Ordering::Release);
+    }
+
+    /// The sids expired since the last call (cheap when there are none).
+    pub fn take_expired(&self) -> Vec<Bytes> {
+        if !self.has_expired.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.expired.lock())
+    }
+}
