@@ -9,7 +9,8 @@ use super::Server;
 
 /// Wait for SIGINT or SIGTERM. SIGHUP reloads the configuration through
 /// `reload_options` (the file, then the command-line flags over it);
-/// SIGUSR2 (lame duck) is logged until lame duck mode lands.
+/// SIGUSR2 runs lame duck mode to its end, after which the caller shuts
+/// the server down (as nats-server exits after lame duck mode).
 pub async fn wait_for_shutdown<F>(server: &Server, reload_options: F)
 where
     F: Fn() -> Result<crate::config::Options, String>,
@@ -34,7 +35,21 @@ where
                     Err(e) => tracing::error!("Failed to reload server configuration: {e}"),
                 }
             }
-            _ = usr2.recv() => tracing::warn!("Lame duck mode is not supported yet"),
+            _ = usr2.recv() => {
+                tracing::info!("Trapped \"user defined signal 2\" signal");
+                // Other signals still work while lame duck mode runs
+                // (a second SIGTERM ends it early).
+                let ldm = server.lame_duck();
+                tokio::pin!(ldm);
+                loop {
+                    tokio::select! {
+                        _ = &mut ldm => return,
+                        _ = int.recv() => return,
+                        _ = term.recv() => return,
+                        _ = hup.recv() => tracing::warn!("reload ignored in lame duck mode"),
+                    }
+                }
+            }
             _ = server.ctx.shutdown.cancelled() => return,
         }
     }
