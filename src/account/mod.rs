@@ -29,6 +29,13 @@ pub struct Account {
 }
 
 impl Account {
+    /// An account outside any registry (its shard actors are not
+    /// started): for unit tests of the index and the engine.
+    #[cfg(test)]
+    pub(crate) fn detached(name: &str) -> Arc<Self> {
+        Self::new(name, 4)
+    }
+
     fn new(name: &str, shards: usize) -> Arc<Self> {
         Arc::new(Account {
             name: name.to_string(),

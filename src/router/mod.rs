@@ -182,7 +182,7 @@ pub struct SubResult {
 
 impl SubResult {
     pub fn add_queue_members(&mut self, name: &Bytes, members: &[Arc<Subscription>]) {
-        let i = match self.qsubs.iter().position(|g| &g.name == name) {
+        let i = match self.qsubs.iter().position(|g| g.name == name) {
             Some(i) => i,
             None => {
                 self.qsubs.push(QueueGroup {
@@ -368,6 +368,22 @@ impl Router {
         let e = self.cache.get_or_insert(subject, || self.lookup(subject));
         cache.insert(subject, e.clone());
         e
+    }
+
+    /// Insert without the shard actor (unit tests of the index users).
+    #[cfg(test)]
+    pub(crate) fn insert_now(&self, sub: Arc<Subscription>) {
+        let shard = &self.shards[self.shard_index_for_pattern(&sub.subject)];
+        let subject = sub.subject.clone();
+        shard.index.write().insert(sub);
+        shard.cache.invalidate(&subject);
+    }
+
+    /// Remove without the shard actor (unit tests of the index users).
+    #[cfg(test)]
+    pub(crate) fn remove_now(&self, sub: &Arc<Subscription>) {
+        let shard = &self.shards[self.shard_index_for_pattern(&sub.subject)];
+        shard::remove_now(shard, std::slice::from_ref(sub));
     }
 
     /// Number of subscriptions in all shards.
