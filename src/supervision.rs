@@ -75,6 +75,22 @@ impl Drop for TaskGuard {
     }
 }
 
+/// The child a supervision event says has ended, with why; None for
+/// events that are not an end (started, process-group changes).
+pub fn ended(evt: &ractor::SupervisionEvent) -> Option<(ractor::ActorCell, String, bool)> {
+    match evt {
+        ractor::SupervisionEvent::ActorFailed(cell, err) => {
+            Some((cell.clone(), err.to_string(), true))
+        }
+        ractor::SupervisionEvent::ActorTerminated(cell, _, reason) => Some((
+            cell.clone(),
+            reason.clone().unwrap_or_else(|| "stopped".into()),
+            false,
+        )),
+        _ => None,
+    }
+}
+
 pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         s.to_string()

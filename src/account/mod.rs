@@ -224,12 +224,8 @@ impl Actor for AccountsSupervisor {
         evt: SupervisionEvent,
         st: &mut AccountsState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match &evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, why, _)) = crate::supervision::ended(&evt) else {
+            return Ok(());
         };
         let Some(account) = st.children.remove(&cell.get_id()) else {
             return Ok(());
@@ -282,12 +278,8 @@ impl Actor for AccountActor {
         evt: SupervisionEvent,
         st: &mut AccountActorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match &evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, why, _)) = crate::supervision::ended(&evt) else {
+            return Ok(());
         };
         // Find the shard that lost its actor.
         let orphan: Option<Arc<Shard>> = st

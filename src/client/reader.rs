@@ -466,6 +466,18 @@ impl Reader {
         self.pub_allowed.clear();
     }
 
+    /// Log a permissions violation as nats-server does and answer it.
+    fn violation(&mut self, what: &str, subj: &[u8], err: &str) {
+        tracing::error!(
+            "{} - cid:{} - {what} Violation - User \"{}\", Subject \"{}\"",
+            self.shared.peer,
+            self.shared.cid,
+            self.shared.meta.lock().user.clone().unwrap_or_default(),
+            String::from_utf8_lossy(subj)
+        );
+        self.reply(err.as_bytes());
+    }
+
     /// May this client publish to `subj`? Cached per subject.
     fn may_publish(&mut self, subj: &Bytes) -> bool {
         let Some(perms) = &self.perms else {
@@ -506,14 +518,7 @@ impl Reader {
                     String::from_utf8_lossy(&subj)
                 ),
             };
-            tracing::error!(
-                "{} - cid:{} - Subscription Violation - User \"{}\", Subject \"{}\"",
-                self.shared.peer,
-                self.shared.cid,
-                self.shared.meta.lock().user.clone().unwrap_or_default(),
-                String::from_utf8_lossy(&subj)
-            );
-            self.reply(err.as_bytes());
+            self.violation("Subscription", &subj, &err);
             return Ok(false);
         }
         if self.max_subs > 0 && self.shared.num_subs() >= self.max_subs {
@@ -601,14 +606,7 @@ impl Reader {
                 "-ERR 'Permissions Violation for Publish to \"{}\"'\r\n",
                 String::from_utf8_lossy(&subj)
             );
-            tracing::error!(
-                "{} - cid:{} - Publish Violation - User \"{}\", Subject \"{}\"",
-                self.shared.peer,
-                self.shared.cid,
-                self.shared.meta.lock().user.clone().unwrap_or_default(),
-                String::from_utf8_lossy(&subj)
-            );
-            self.reply(err.as_bytes());
+            self.violation("Publish", &subj, &err);
             return;
         }
         if !subject::valid_pub_subject(&subj, self.pedantic) {
@@ -626,7 +624,12 @@ impl Reader {
         {
             return;
         }
-        let account = self.account();
+        if self.account.is_none() {
+            self.account();
+        }
+        let Some(account) = self.account.as_deref() else {
+            return;
+        };
         let msg = Message {
             subject: &subj,
             reply: reply.as_deref(),
@@ -637,45 +640,49 @@ impl Reader {
             outlet: &self.shared.outlet,
             echo: self.echo,
         };
-        let delivered = deliver::publish(&account, &mut self.cache, &msg, origin, &mut self.batch);
+        let delivered = deliver::publish(account, &mut self.cache, &msg, origin, &mut self.batch);
         if delivered == 0
             && self.no_responders
             && let Some(reply) = &reply
         {
-            self.no_responders_reply(&account, &subj, reply);
+            no_responders_reply(account, &self.shared, &mut self.batch, &subj, reply);
         }
     }
+}
 
-    /// The requester asked to hear when nobody is listening: send it a
-    /// `503` status on its own plain subscription to the reply subject,
-    /// naming the subject nobody listens on, as nats-server does.
-    fn no_responders_reply(&mut self, account: &Account, subj: &[u8], reply: &Bytes) {
-        let result = account.router.lookup(reply);
-        let own = result
-            .psubs
-            .iter()
-            .find(|s| {
-                s.target
-                    .outlet()
-                    .is_some_and(|o| Arc::ptr_eq(o, &self.shared.outlet))
-            })
-            .cloned();
-        if let Some(sub) = own {
-            let mut status = BytesMut::with_capacity(48 + subj.len());
-            status.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
-            status.extend_from_slice(subj);
-            status.extend_from_slice(b"\r\n\r\n");
-            let payload = status.freeze();
-            let msg = Message {
-                subject: reply,
-                reply: None,
-                header_len: Some(payload.len()),
-                payload: &payload,
-            };
-            deliver::deliver_local(account, &sub, &msg, &mut self.batch);
-        }
+/// The requester asked to hear when nobody is listening: send it a `503`
+/// status on its own plain subscription to the reply subject, naming the
+/// subject nobody listens on, as nats-server does.
+fn no_responders_reply(
+    account: &Account,
+    shared: &ConnShared,
+    batch: &mut Batch,
+    subj: &[u8],
+    reply: &Bytes,
+) {
+    let result = account.router.lookup(reply);
+    let own = result.psubs.iter().find(|s| {
+        s.target
+            .outlet()
+            .is_some_and(|o| Arc::ptr_eq(o, &shared.outlet))
+    });
+    if let Some(sub) = own {
+        let mut status = BytesMut::with_capacity(48 + subj.len());
+        status.extend_from_slice(b"NATS/1.0 503\r\nNats-Subject: ");
+        status.extend_from_slice(subj);
+        status.extend_from_slice(b"\r\n\r\n");
+        let payload = status.freeze();
+        let msg = Message {
+            subject: reply,
+            reply: None,
+            header_len: Some(payload.len()),
+            payload: &payload,
+        };
+        deliver::deliver_local(account, sub, &msg, batch);
     }
+}
 
+impl Reader {
     /// Wake writers and publish counters once per read batch.
     fn end_batch(&mut self) {
         let (out_msgs, out_bytes, slow) = self.batch.finish();

@@ -140,16 +140,14 @@ impl Actor for ClientSupervisor {
         evt: SupervisionEvent,
         st: &mut ClientSupState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure) = match &evt {
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell, None),
-            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
-            _ => return Ok(()),
+        let Some((cell, why, failed)) = crate::supervision::ended(&evt) else {
+            return Ok(());
         };
         let Some(shared) = st.by_actor.remove(&cell.get_id()) else {
             return Ok(());
         };
         st.by_cid.remove(&shared.cid);
-        if let Some(why) = &failure {
+        if failed {
             tracing::error!(
                 "{} - cid:{} - connection actor failed: {why}; cleaning up",
                 shared.peer,

@@ -241,9 +241,8 @@ fn internal_handlers_are_called_in_place() {
 fn a_cached_result_sees_a_new_subscription_on_its_subject_only() {
     let acc = Account::detached("$G");
     let c = outlet(1, OutletKind::Client);
-    let mut cache = LookupCache::default();
-    let hot = acc.router.lookup_cached(&mut cache, b"hot.subject");
-    let cold = acc.router.lookup_cached(&mut cache, b"cold.subject");
+    let hot = acc.router.lookup_shared(b"hot.subject");
+    let cold = acc.router.lookup_shared(b"cold.subject");
     assert!(hot.is_valid() && cold.is_valid());
     // Churn on an unrelated literal subject leaves both entries valid.
     for i in 0..100 {
@@ -258,24 +257,16 @@ fn a_cached_result_sees_a_new_subscription_on_its_subject_only() {
     sub(&acc, "hot.subject", None, "1", &c);
     assert!(!hot.is_valid() && cold.is_valid());
     assert_eq!(
-        acc.router
-            .lookup_cached(&mut cache, b"hot.subject")
-            .result
-            .psubs
-            .len(),
+        acc.router.lookup_shared(b"hot.subject").result.psubs.len(),
         1
     );
     // ...and a wildcard one every cached subject it matches.
-    let cold = acc.router.lookup_cached(&mut cache, b"cold.subject");
-    let hot = acc.router.lookup_cached(&mut cache, b"hot.subject");
+    let cold = acc.router.lookup_shared(b"cold.subject");
+    let hot = acc.router.lookup_shared(b"hot.subject");
     sub(&acc, "cold.*", None, "2", &c);
     assert!(!cold.is_valid() && hot.is_valid());
     assert_eq!(
-        acc.router
-            .lookup_cached(&mut cache, b"cold.subject")
-            .result
-            .psubs
-            .len(),
+        acc.router.lookup_shared(b"cold.subject").result.psubs.len(),
         1
     );
 }

@@ -284,6 +284,7 @@ fn varz(ctx: &ServerContext) -> Value {
         "in_bytes": s.in_bytes.load(Ordering::Relaxed),
         "out_bytes": s.out_bytes.load(Ordering::Relaxed),
         "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
+        "restarts": s.restarts.load(Ordering::Relaxed),
         "stale_connections": s.stale_connections.load(Ordering::Relaxed),
         "subscriptions": ctx.accounts.total_subscriptions(),
         "auth_limits": ctx.auth().limiter().stats(),

@@ -125,6 +125,14 @@ fn evict(map: &mut FxHashMap<Bytes, Arc<CacheEntry>>) {
     }
 }
 
+static EMPTY: CacheEntry = CacheEntry {
+    result: SubResult {
+        psubs: Vec::new(),
+        qsubs: Vec::new(),
+    },
+    valid: AtomicBool::new(false),
+};
+
 /// A publisher's private cache of lookups.
 #[derive(Default)]
 pub struct LookupCache {
@@ -132,8 +140,18 @@ pub struct LookupCache {
 }
 
 impl LookupCache {
-    pub(crate) fn get(&self, subject: &[u8]) -> Option<Arc<CacheEntry>> {
-        self.map.get(subject).filter(|e| e.is_valid()).cloned()
+    pub(crate) fn has_valid(&self, subject: &[u8]) -> bool {
+        self.map.get(subject).is_some_and(|e| e.is_valid())
+    }
+
+    /// The entry for `subject`, which the caller has just made sure of.
+    pub(crate) fn get_ref(&self, subject: &[u8]) -> &CacheEntry {
+        match self.map.get(subject) {
+            Some(e) => e,
+            // Unreachable after `insert`; an empty, invalid result is the
+            // safe answer should it ever happen.
+            None => &EMPTY,
+        }
     }
 
     pub(crate) fn insert(&mut self, subject: &[u8], e: Arc<CacheEntry>) {

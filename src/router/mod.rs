@@ -360,14 +360,21 @@ impl Router {
     }
 
     /// Cached match: the hot path of every publish. A hit costs one hash
-    /// lookup in the publisher's private cache and one atomic load.
-    pub fn lookup_cached(&self, cache: &mut LookupCache, subject: &[u8]) -> Arc<CacheEntry> {
-        if let Some(e) = cache.get(subject) {
-            return e;
+    /// lookup in the publisher's private cache and one atomic load, and
+    /// touches no reference count shared with other publishers.
+    pub fn lookup_cached<'c>(&self, cache: &'c mut LookupCache, subject: &[u8]) -> &'c CacheEntry {
+        if !cache.has_valid(subject) {
+            let e = self.cache.get_or_insert(subject, || self.lookup(subject));
+            cache.insert(subject, e);
         }
-        let e = self.cache.get_or_insert(subject, || self.lookup(subject));
-        cache.insert(subject, e.clone());
-        e
+        cache.get_ref(subject)
+    }
+
+    /// The shared cache's entry for `subject` (unit tests; publishers hold
+    /// these same entries in their private caches).
+    #[cfg(test)]
+    pub(crate) fn lookup_shared(&self, subject: &[u8]) -> Arc<CacheEntry> {
+        self.cache.get_or_insert(subject, || self.lookup(subject))
     }
 
     /// Insert without the shard actor (unit tests of the index users).

@@ -174,10 +174,8 @@ impl Actor for ServerSupervisor {
         evt: SupervisionEvent,
         st: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failed) = match &evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell.clone(), Some(err.to_string())),
-            SupervisionEvent::ActorTerminated(cell, _, _) => (cell.clone(), None),
-            _ => return Ok(()),
+        let Some((cell, why, _)) = crate::supervision::ended(&evt) else {
+            return Ok(());
         };
         let Some(pos) = st
             .children
@@ -191,7 +189,6 @@ impl Actor for ServerSupervisor {
         if ctx.shutdown.is_cancelled() {
             return Ok(());
         }
-        let why = failed.as_deref().unwrap_or("no reason");
         if !st.budget.allow() {
             // Restarting has not helped: stop the server rather than spin.
             tracing::error!(
