@@ -60,6 +60,7 @@
 //! * A lone `/` where nats-server would skip it after a value is an error,
 //!   and a block string ended by `)` at end of input does not keep the `)`.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ const MAX_EXPANDED_NODES: usize = 1 << 20;
 
 /// Where a value starts: file name as given (or the include path as
 /// resolved), 1-based line, and 1-based column counted in characters.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Pos {
     pub file: Arc<str>,
     pub line: usize,
@@ -215,7 +216,13 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg)
+        // Line 0 means the error is not about one place in the file (it
+        // could not be read, or a rule spans several options).
+        match (self.file.is_empty(), self.line) {
+            (true, 0) => f.write_str(&self.msg),
+            (false, 0) => write!(f, "{}: {}", self.file, self.msg),
+            _ => write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.msg),
+        }
     }
 }
 
@@ -233,21 +240,43 @@ pub fn get<'a>(map: &'a Map, key: &str) -> Option<&'a Spanned> {
         .map(|(_, v)| v)
 }
 
+/// A parsed file together with what the options layer needs besides the
+/// values themselves.
+#[derive(Clone, Debug, Default)]
+pub struct Parsed {
+    pub map: Map,
+    /// Value positions of keys that a `$NAME` reference used. nats-server
+    /// does not report such keys as unknown fields: they are variable
+    /// definitions (`TIMEOUT: "5s"` then `write_deadline: $TIMEOUT`).
+    pub used_vars: HashSet<Pos>,
+}
+
 /// Parses configuration text. `file_name` only labels positions and errors;
 /// relative include paths are resolved against the current directory.
 pub fn parse_str(src: &str, file_name: &str) -> Result<Map, ConfigError> {
-    parse_source(
-        src,
-        Arc::from(file_name),
-        PathBuf::new(),
-        &mut Session::default(),
-    )
+    parse_str_full(src, file_name).map(|p| p.map)
+}
+
+/// [`parse_str`], also reporting which keys were used as variables.
+pub fn parse_str_full(src: &str, file_name: &str) -> Result<Parsed, ConfigError> {
+    let mut session = Session::default();
+    let map = parse_source(src, Arc::from(file_name), PathBuf::new(), &mut session)?;
+    Ok(Parsed {
+        map,
+        used_vars: session.used_vars,
+    })
 }
 
 /// Reads and parses a configuration file. Relative include paths are
 /// resolved against the directory of the file containing the `include`.
 pub fn parse_file(path: &Path) -> Result<Map, ConfigError> {
-    load_file(path, &mut Session::default()).map_err(|e| match e {
+    parse_file_full(path).map(|p| p.map)
+}
+
+/// [`parse_file`], also reporting which keys were used as variables.
+pub fn parse_file_full(path: &Path) -> Result<Parsed, ConfigError> {
+    let mut session = Session::default();
+    let map = load_file(path, &mut session).map_err(|e| match e {
         LoadError::Parse(e) => e,
         // The top-level file cannot be part of a cycle, so this is only I/O.
         LoadError::Io(msg) | LoadError::Cycle(msg) => ConfigError {
@@ -256,6 +285,10 @@ pub fn parse_file(path: &Path) -> Result<Map, ConfigError> {
             col: 0,
             msg: format!("cannot read config file: {msg}"),
         },
+    })?;
+    Ok(Parsed {
+        map,
+        used_vars: session.used_vars,
     })
 }
 
@@ -274,6 +307,8 @@ struct Session {
     env_chain: Vec<String>,
     /// Nodes copied by variable references (see [`MAX_EXPANDED_NODES`]).
     expanded: usize,
+    /// Value positions of the keys that `$NAME` references resolved to.
+    used_vars: HashSet<Pos>,
 }
 
 enum LoadError {
@@ -1156,7 +1191,9 @@ impl<'a> Parser<'a, '_> {
             self.charge(measured, m)?;
             if let Some(v) = self.lookup_scope(name) {
                 let mut v = v.clone();
-                v.pos = pos;
+                self.session
+                    .used_vars
+                    .insert(std::mem::replace(&mut v.pos, pos));
                 return Ok(v);
             }
         }
