@@ -396,9 +396,9 @@ pub fn fmt_duration(d: Duration) -> String {
     }
     if d < Duration::from_secs(1) {
         let n = d.as_nanos();
-        return if n % 1_000_000 == 0 {
+        return if n.is_multiple_of(1_000_000) {
             format!("{}ms", n / 1_000_000)
-        } else if n % 1_000 == 0 {
+        } else if n.is_multiple_of(1_000) {
             format!("{}µs", n / 1_000)
         } else {
             format!("{n}ns")

@@ -1,7 +1,8 @@
-//! TLS for client connections: the `tls { ... }` configuration block, the
-//! rustls server configuration built from it, and what a finished
-//! handshake tells us (negotiated parameters, the client's certificate
-//! identity, certificate pinning).
+//! TLS for client connections: the rustls server configuration built from
+//! the `tls { ... }` options (parsed and name-checked in
+//! `crate::config::tls`, re-exported here), and what a finished handshake
+//! tells us (negotiated parameters, the client's certificate identity,
+//! certificate pinning).
 //!
 //! # Protocol versions and cipher suites
 //!
