@@ -421,4 +421,6 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

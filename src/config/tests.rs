@@ -425,6 +425,20 @@ fn bad_value_names_position() {
 }
 
 #[test]
+fn zero_tls_timeout_means_the_default() {
+    use crate::config::value::testing::{i, map, s};
+    let mut cx = Context::default();
+    let block = map(vec![
+        ("cert_file", s("c")),
+        ("key_file", s("k")),
+        ("timeout", i(0)),
+    ]);
+    let t = TlsOptions::parse_block(&block, &mut cx).unwrap();
+    assert_eq!(t.timeout, tls::DEFAULT_TLS_TIMEOUT);
+    assert_eq!(cx.warnings.len(), 1, "{:?}", cx.warnings);
+}
+
+#[test]
 fn high_auth_timeout_warns_like_nats_server() {
     let o = load("authorization { timeout: 120 }").unwrap();
     assert!(
@@ -452,132 +466,4 @@ fn file_errors_and_display() {
             .starts_with("/nonexistent/rnats.conf: cannot read config file"),
         "{e}"
     );
-}
-
-mod proptests {
-    //! No input may make the parser, `apply` or `validate` panic.
-    use proptest::prelude::*;
-
-    use super::super::*;
-
-    fn run(text: &str) {
-        if let Ok(parsed) = parser::parse_str_full(text, "p.conf") {
-            let mut o = Options::default();
-            if o.apply_parsed(&parsed).is_ok() {
-                let _ = o.validate();
-            }
-        }
-    }
-
-    /// Keys rnats knows (and some it refuses), so generated files get past
-    /// the unknown-key check often enough to exercise the value readers.
-    const KEYS: &[&str] = &[
-        "port",
-        "listen",
-        "http",
-        "https_port",
-        "server_name",
-        "max_payload",
-        "max_pending",
-        "max_control_line",
-        "max_connections",
-        "write_deadline",
-        "ping_interval",
-        "ping_max",
-        "lame_duck_duration",
-        "lame_duck_grace_period",
-        "authorization",
-        "tls",
-        "auth_limits",
-        "monitor_auth",
-        "timeout",
-        "user",
-        "password",
-        "users",
-        "permissions",
-        "publish",
-        "subscribe",
-        "allow",
-        "deny",
-        "allow_responses",
-        "cert_file",
-        "key_file",
-        "ca_file",
-        "verify",
-        "window",
-        "ban",
-        "jetstream",
-        "cluster",
-    ];
-
-    const VALUES: &[&str] = &[
-        "0",
-        "-1",
-        "1",
-        "65536",
-        "9223372036854775807",
-        "-9223372036854775808",
-        "1e300",
-        "1.5",
-        "-0.5",
-        "100000000000000000000000000000000.0",
-        "\"inf\"",
-        "\"NaN\"",
-        "\"1e30\"",
-        "\"-1s\"",
-        "\"0s\"",
-        "\"2s\"",
-        "\"300000000h\"",
-        "\"876000h\"",
-        "1MB",
-        "\"99999999999GB\"",
-        "true",
-        "\"a b\"",
-        "\"127.0.0.1:-1\"",
-        "\"h:99999\"",
-        "[]",
-        "[a, \"b c\", 1]",
-        "{}",
-        "$X",
-    ];
-
-    fn value() -> impl Strategy<Value = String> {
-        let leaf = prop_oneof![
-            proptest::sample::select(VALUES).prop_map(str::to_string),
-            "[a-z0-9.:$\"-]{0,8}",
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                proptest::collection::vec((proptest::sample::select(KEYS), inner.clone()), 0..4)
-                    .prop_map(|kv| {
-                        let body: Vec<String> =
-                            kv.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                        format!("{{ {} }}", body.join("\n"))
-                    }),
-                proptest::collection::vec(inner, 0..3)
-                    .prop_map(|items| format!("[{}]", items.join(", "))),
-            ]
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
-            run(&text);
-        }
-
-        #[test]
-        fn structured_configs_never_panic(
-            entries in proptest::collection::vec(
-                (proptest::sample::select(KEYS), value()), 0..6)
-        ) {
-            let text: String = entries
-                .iter()
-                .map(|(k, v)| format!("X: 1\n{k}: {v}\n"))
-                .collect();
-            run(&text);
-        }
-    }
 }

@@ -95,7 +95,19 @@ impl TlsOptions {
                 "ca_file" => o.ca_file = Some(conf::path(val, kn)?),
                 "verify" => o.verify = conf::boolean(val, kn)?,
                 "verify_and_map" => o.verify_and_map = conf::boolean(val, kn)?,
-                "timeout" => o.timeout = conf::duration(val, kn)?,
+                "timeout" => {
+                    let t = conf::duration(val, kn)?;
+                    // nats-server's setBaselineOptions: 0 means the default.
+                    o.timeout = if t.is_zero() {
+                        cx.warn(
+                            val,
+                            "tls timeout of 0 means the default (2s), as in nats-server",
+                        );
+                        DEFAULT_TLS_TIMEOUT
+                    } else {
+                        t
+                    };
+                }
                 "handshake_first" | "first" | "immediate" => {
                     let (on, fallback) = handshake_first(val)?;
                     o.handshake_first = on;
