@@ -267,7 +267,7 @@ impl Options {
                 }
             }
             "lame_duck_duration" => {
-                let d = conf::duration(v, &k)?;
+                let d = duration_string(v, &k)?;
                 if d < MIN_LAME_DUCK_DURATION {
                     return Err(conf::err(
                         v,
@@ -281,7 +281,7 @@ impl Options {
                 cx.record("lame_duck_duration", v);
             }
             "lame_duck_grace_period" => {
-                let d = conf::duration(v, &k)?;
+                let d = duration_string(v, &k)?;
                 // As nats-server: 0 means the default.
                 self.lame_duck_grace_period = if d.is_zero() {
                     DEFAULT_LAME_DUCK_GRACE_PERIOD
@@ -352,8 +352,16 @@ fn timer(
     default: Duration,
     cx: &mut Context,
 ) -> Result<Duration, ConfigError> {
+    // nats-server takes integer seconds here (with this warning) but
+    // fails on a float; so does rnats, pointing at the string form.
+    if let Value::Float(f) = v.value {
+        return Err(conf::err(
+            v,
+            format!("\"{key}\" expects a duration string such as \"{f}s\", got float"),
+        ));
+    }
     let d = conf::duration(v, key)?;
-    if matches!(v.value, Value::Int(_) | Value::Float(_)) {
+    if matches!(v.value, Value::Int(_)) {
         cx.warn(v, format!("{key} should be converted to a duration"));
     }
     if d.is_zero() {
@@ -367,6 +375,21 @@ fn timer(
         return Ok(default);
     }
     Ok(d)
+}
+
+/// Keys nats-server only takes as duration strings (`"2m"`); a bare
+/// number is refused there too.
+fn duration_string(v: &Spanned, key: &str) -> Result<Duration, ConfigError> {
+    if v.as_str().is_none() {
+        return Err(conf::err(
+            v,
+            format!(
+                "\"{key}\" expects a duration string such as \"2m\", got {}",
+                v.value.type_name()
+            ),
+        ));
+    }
+    conf::duration(v, key)
 }
 
 /// A size where 0 means the default, as nats-server's setBaselineOptions
