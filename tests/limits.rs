@@ -148,6 +148,9 @@ async fn slow_consumer_is_cut_off_while_healthy_subscriber_gets_everything() {
 
     let server = start(rnats::Options {
         max_pending: 256 * 1024,
+        // nats-server (and Options::validate) refuse max_payload above
+        // max_pending; the messages here are 1 KiB anyway.
+        max_payload: 64 * 1024,
         ..opts()
     })
     .await;
@@ -447,10 +450,13 @@ async fn max_control_line_is_enforced() {
 /// rnats tells a slow consumer why it is cut off (nats-server closes it
 /// silently). A message larger than max_pending overflows at once, while
 /// the subscriber's socket is still empty, so the line can be delivered.
+/// max_payload may not exceed max_pending, but the MSG line that goes with
+/// a max_payload-sized payload takes it over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_told_why() {
     let server = start(rnats::Options {
         max_pending: 1024,
+        max_payload: 1024,
         ..opts()
     })
     .await;
@@ -460,7 +466,7 @@ async fn slow_consumer_is_told_why() {
     assert!(lines.is_empty());
     let publisher = nats(server.client_addr()).await;
     publisher
-        .publish("big", vec![b'x'; 4096].into())
+        .publish("big", vec![b'x'; 1024].into())
         .await
         .unwrap();
     publisher.flush().await.unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::config::AuthLimits;
+use super::AuthLimits;
 
 /// Most sources tracked at once. Past this, expired entries are dropped;
 /// if the table is still full, new sources go untracked (and are counted)

@@ -26,8 +26,6 @@
 //! attacker interleave unlimited guesses at others).
 
 pub mod audit;
-pub(crate) mod conf;
-mod config;
 mod limiter;
 mod perms;
 mod secret;
@@ -37,7 +35,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use audit::{AUDIT_TARGET, AuditEvent, AuditResult, audit};
-pub use config::{
+// The option types and their parser live in `crate::config::auth`; these
+// paths are kept so the rest of the code (and users of the library) need
+// not care where they are defined.
+pub use crate::config::auth::{
     AuthConfig, AuthLimits, DEFAULT_RESPONSE_EXPIRES, DEFAULT_RESPONSE_MAX, Permissions,
     ResponsePermission, SubjectPermission, UserEntry, parse_permissions, plaintext_warnings,
 };

@@ -157,20 +157,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut opts = match &cli.config {
-        Some(path) => match Options::from_file(path) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("rnats-server: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Options::default(),
+    // The file, then the flags over it, then the rules over the result.
+    let opts = match load_options(&cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("rnats-server: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    if let Err(e) = apply_flags(&cli, &mut opts) {
-        eprintln!("rnats-server: {e}");
-        return ExitCode::FAILURE;
-    }
     if cli.test_config {
         match &cli.config {
             Some(p) => println!("rnats-server: configuration file {} is valid", p.display()),
@@ -204,13 +198,18 @@ fn main() -> ExitCode {
     rt.block_on(run(opts, cli))
 }
 
-/// Build options as at startup: the config file, then the flags over it.
+/// Build options as at startup (and on SIGHUP): the config file, then the
+/// flags over it, then [`Options::validate`] over the result. Nothing is
+/// applied to a running server unless this succeeds.
 fn load_options(cli: &Cli) -> Result<Options, String> {
     let mut opts = match &cli.config {
-        Some(path) => Options::from_file(path).map_err(|e| e.to_string())?,
+        // Not `from_file`: the rules apply to the file and flags together
+        // (e.g. https_port in the file, TLS from --tls flags).
+        Some(path) => Options::read_file(path).map_err(|e| e.to_string())?,
         None => Options::default(),
     };
     apply_flags(cli, &mut opts)?;
+    opts.validate().map_err(|e| e.to_string())?;
     Ok(opts)
 }
 
@@ -218,14 +217,17 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
     if let Some(a) = &cli.addr {
         opts.host = a.clone();
     }
+    // A value from a flag must not be blamed on a line of the file.
     if let Some(p) = cli.port {
         opts.port = p;
+        opts.positions.forget("port");
     }
     if let Some(n) = &cli.name {
         opts.server_name = n.clone();
     }
     if let Some(p) = cli.http_port {
         opts.http_port = p;
+        opts.positions.forget("http_port");
     }
     // nats-server's monitor listens on the client host unless told
     // otherwise (`-a 127.0.0.1 -m 8222` serves on 127.0.0.1:8222); a
@@ -235,6 +237,7 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
     }
     if let Some(p) = cli.https_port {
         opts.https_port = p;
+        opts.positions.forget("https_port");
     }
     if let Some(l) = &cli.log {
         opts.log_file = Some(l.clone());
@@ -250,6 +253,7 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
     }
     if let Some(s) = &cli.max_payload {
         opts.max_payload = parse_size(s).ok_or_else(|| format!("invalid --max_payload \"{s}\""))?;
+        opts.positions.forget("max_payload");
     }
     if cli.user.is_some() || cli.pass.is_some() || cli.auth.is_some() {
         let timeout = opts.auth.timeout;
@@ -267,14 +271,20 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
             .unwrap_or_else(|| rnats::tls::TlsOptions::new(PathBuf::new(), PathBuf::new()));
         if let Some(c) = &cli.tlscert {
             tls.cert_file = c.clone();
+            opts.positions.forget("tls.cert_file");
         }
         if let Some(k) = &cli.tlskey {
             tls.key_file = k.clone();
+            opts.positions.forget("tls.key_file");
         }
         if let Some(ca) = &cli.tlscacert {
             tls.ca_file = Some(ca.clone());
+            opts.positions.forget("tls.ca_file");
         }
-        tls.verify |= cli.tlsverify;
+        if cli.tlsverify {
+            tls.verify = true;
+            opts.positions.forget("tls");
+        }
         if tls.cert_file.as_os_str().is_empty() || tls.key_file.as_os_str().is_empty() {
             return Err("TLS requires --tlscert and --tlskey".into());
         }

@@ -1,12 +1,51 @@
 //! Server options: defaults, the nats-server configuration file, and
 //! command-line overrides (applied by the binary after loading the file).
+//!
+//! The configuration fails closed, like nats-server: a key nobody knows is
+//! an error (`unknown field "x"`), and so is a key nats-server knows but
+//! rnats does not implement, except the short allow-list in [`keys`]
+//! whose absence cannot widen access. Values are read by [`value`] alone.
+//!
+//! This module is plain data and parsing: it depends on neither
+//! `crate::auth` nor `crate::tls` (they depend on it).
 
+pub mod auth;
+pub mod keys;
+mod monitor;
 pub mod parser;
+mod secret;
+pub mod tls;
+mod validate;
+pub mod value;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use parser::{ConfigError, Map, Spanned, Value};
+pub use auth::{AuthConfig, AuthLimits};
+pub use monitor::MonitorAuth;
+pub use parser::ConfigError;
+pub use secret::Secret;
+pub use tls::TlsOptions;
+pub use value::{Context, MAX_DURATION, Positions, parse_duration, parse_size};
+
+use parser::{Map, Parsed, Spanned, Value};
+use value as conf;
+
+/// nats-server's defaults (and what a 0 in the file falls back to).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(120);
+pub const DEFAULT_PING_MAX: u64 = 2;
+pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(10);
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
+pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
+pub const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(120);
+pub const DEFAULT_LAME_DUCK_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// nats-server refuses a shorter `lame_duck_duration` in a file (options
+/// built in code, e.g. by tests, may use shorter ones).
+pub const MIN_LAME_DUCK_DURATION: Duration = Duration::from_secs(30);
+/// Largest `max_payload` (nats-server warns above it; rnats refuses).
+pub const MAX_PAYLOAD_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Defaults follow nats-server v2.15.1.
 #[derive(Debug, Clone)]
@@ -25,10 +64,16 @@ pub struct Options {
     pub max_subscriptions: usize,
     pub max_pending: usize,
     pub write_deadline: Duration,
+    /// Never zero once validated (a zero in the file means the default).
     pub ping_interval: Duration,
     pub ping_max: u64,
     /// How long a new client has to send CONNECT (auth timeout in nats-server).
     pub auth_timeout: Duration,
+    /// Lame duck mode: how long to take closing clients (`lame_duck_duration`).
+    pub lame_duck_duration: Duration,
+    /// Lame duck mode: how long to wait after stopping the listener before
+    /// starting to close clients; always less than `lame_duck_duration`.
+    pub lame_duck_grace_period: Duration,
     pub debug: bool,
     pub trace: bool,
     pub logtime: bool,
@@ -41,18 +86,17 @@ pub struct Options {
     /// Credentials (and, on HTTPS, a client-certificate CA) required by the
     /// monitoring endpoints. nats-server's monitoring has no authentication.
     pub monitor_auth: Option<MonitorAuth>,
-    /// Warnings found while loading (unknown keys, JetStream).
+    /// Warnings found while loading (ignored keys, odd values), each
+    /// starting with `FILE:LINE:COL`.
     pub warnings: Vec<String>,
     /// The `authorization` block (or `--user`/`--pass`/`--auth`).
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
     /// The `tls` block (or the `--tls*` flags); `None` means plain TCP.
-    pub tls: Option<crate::tls::TlsOptions>,
+    pub tls: Option<TlsOptions>,
     /// rnats's `auth_limits` block: failed-login bans and connection rate.
-    pub auth_limits: crate::auth::AuthLimits,
-    /// Lame duck mode: clients are closed spread over this long...
-    pub lame_duck_duration: Duration,
-    /// ...after first waiting this long.
-    pub lame_duck_grace_period: Duration,
+    pub auth_limits: AuthLimits,
+    /// Where each option was set in the file, for [`Options::validate`].
+    pub positions: Positions,
 }
 
 impl Default for Options {
@@ -65,15 +109,17 @@ impl Default for Options {
             http_host: "0.0.0.0".into(),
             http_port: 0,
             https_port: 0,
-            max_payload: 1024 * 1024,
-            max_control_line: 4096,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_control_line: DEFAULT_MAX_CONTROL_LINE,
             max_connections: 64 * 1024,
             max_subscriptions: 0,
-            max_pending: 64 * 1024 * 1024,
-            write_deadline: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(120),
-            ping_max: 2,
-            auth_timeout: Duration::from_secs(2),
+            max_pending: DEFAULT_MAX_PENDING,
+            write_deadline: DEFAULT_WRITE_DEADLINE,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_max: DEFAULT_PING_MAX,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            lame_duck_duration: DEFAULT_LAME_DUCK_DURATION,
+            lame_duck_grace_period: DEFAULT_LAME_DUCK_GRACE_PERIOD,
             debug: false,
             trace: false,
             logtime: true,
@@ -83,108 +129,212 @@ impl Default for Options {
             router_shards: 4,
             monitor_auth: None,
             warnings: Vec::new(),
-            auth: crate::auth::AuthConfig::default(),
+            auth: AuthConfig::default(),
             tls: None,
-            auth_limits: crate::auth::AuthLimits::default(),
-            lame_duck_duration: Duration::from_secs(120),
-            lame_duck_grace_period: Duration::from_secs(10),
+            auth_limits: AuthLimits::default(),
+            positions: Positions::default(),
         }
     }
 }
 
 impl Options {
-    /// Load a configuration file over the defaults.
+    /// Load a configuration file over the defaults and [`validate`] it.
+    ///
+    /// [`validate`]: Options::validate
     pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
-        let map = parser::parse_file(path)?;
+        let opts = Options::read_file(path)?;
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    /// Load a configuration file over the defaults without the
+    /// whole-configuration rules, for callers that change the options
+    /// further (command-line flags) and must then call
+    /// [`Options::validate`] themselves.
+    pub fn read_file(path: &Path) -> Result<Options, ConfigError> {
+        let parsed = parser::parse_file_full(path)?;
         let mut opts = Options {
             config_file: Some(path.to_path_buf()),
             ..Options::default()
         };
-        opts.apply(&map)?;
+        opts.apply_parsed(&parsed)?;
         Ok(opts)
     }
 
-    /// Apply a parsed top-level map.
+    /// Apply a parsed top-level map (no variable information: every key
+    /// that is not an option is an error). Does not [`validate`].
+    ///
+    /// [`validate`]: Options::validate
     pub fn apply(&mut self, map: &Map) -> Result<(), ConfigError> {
-        for (key, v) in map {
-            match key.to_ascii_lowercase().as_str() {
-                "listen" => {
-                    let (h, p) = host_port(v)?;
-                    if let Some(h) = h {
-                        self.host = h;
-                    }
-                    self.port = p;
+        self.apply_with(map, Context::default())
+    }
+
+    /// Apply a parsed file; keys that only served as `$variables` are not
+    /// reported as unknown (as in nats-server). Does not validate.
+    pub fn apply_parsed(&mut self, parsed: &Parsed) -> Result<(), ConfigError> {
+        self.apply_with(&parsed.map, Context::new(parsed.used_vars.clone()))
+    }
+
+    fn apply_with(&mut self, map: &Map, mut cx: Context) -> Result<(), ConfigError> {
+        let result = map
+            .iter()
+            .try_for_each(|(key, v)| self.apply_key(key, v, &mut cx));
+        self.warnings.append(&mut cx.warnings);
+        self.positions = cx.positions;
+        result
+    }
+
+    fn apply_key(&mut self, key: &str, v: &Spanned, cx: &mut Context) -> Result<(), ConfigError> {
+        let k = key.to_ascii_lowercase();
+        match k.as_str() {
+            "listen" => {
+                let (h, p) = conf::host_port(v, &k)?;
+                if let Some(h) = h {
+                    self.host = h;
                 }
-                "host" | "net" | "addr" => self.host = string(v)?,
-                "port" => self.port = int(v)? as i32,
-                "server_name" => self.server_name = string(v)?,
-                "http" | "monitor" => {
-                    let (h, p) = host_port(v)?;
-                    if let Some(h) = h {
-                        self.http_host = h;
-                    }
-                    self.http_port = p;
-                }
-                "http_port" | "monitor_port" => self.http_port = int(v)? as i32,
-                "https" => {
-                    let (h, p) = host_port(v)?;
-                    if let Some(h) = h {
-                        self.http_host = h;
-                    }
-                    self.https_port = p;
-                }
-                "https_port" => self.https_port = int(v)? as i32,
-                "http_host" => self.http_host = string(v)?,
-                "max_payload" => self.max_payload = size(v)?,
-                "max_control_line" => self.max_control_line = size(v)?,
-                "max_connections" | "max_conn" => self.max_connections = size(v)?,
-                "max_subscriptions" | "max_subs" => self.max_subscriptions = size(v)?,
-                "max_pending" => self.max_pending = size(v)?,
-                "write_deadline" => self.write_deadline = duration(v)?,
-                "ping_interval" => self.ping_interval = duration(v)?,
-                "ping_max" => self.ping_max = int(v)? as u64,
-                "debug" => self.debug = boolean(v)?,
-                "trace" => self.trace = boolean(v)?,
-                "logtime" => self.logtime = boolean(v)?,
-                "log_json" => self.log_json = boolean(v)?,
-                "log_file" | "logfile" => self.log_file = Some(string(v)?.into()),
-                "pid_file" | "pidfile" => self.pid_file = Some(string(v)?.into()),
-                "authorization" => self.apply_authorization(v)?,
-                "tls" => self.tls = Some(crate::tls::TlsOptions::from_config(v)?),
-                "auth_limits" => self.auth_limits = crate::auth::AuthLimits::from_config(v)?,
-                "monitor_auth" => self.monitor_auth = Some(MonitorAuth::from_config(v)?),
-                "lame_duck_duration" => self.lame_duck_duration = duration(v)?,
-                "lame_duck_grace_period" => self.lame_duck_grace_period = duration(v)?,
-                "jetstream" => self
-                    .warnings
-                    .push("JetStream is not part of rnats; the jetstream block is ignored".into()),
-                _ => self.warnings.push(format!(
-                    "{}:{}:{}: unknown configuration key \"{key}\" ignored",
-                    v.pos.file, v.pos.line, v.pos.col
-                )),
+                self.port = p;
+                cx.record("port", v);
             }
-        }
-        if self.max_payload > 64 * 1024 * 1024 {
-            return Err(ConfigError {
-                file: self.config_name(),
-                line: 0,
-                col: 0,
-                msg: "max_payload cannot exceed 64MB".into(),
-            });
+            "host" | "net" | "addr" => self.host = conf::string(v, &k)?,
+            "port" => {
+                self.port = conf::port(v, &k)?;
+                cx.record("port", v);
+            }
+            "server_name" => {
+                let name = conf::string(v, &k)?;
+                if name.contains(' ') {
+                    return Err(conf::err(v, "server name cannot contain spaces"));
+                }
+                self.server_name = name;
+            }
+            "http" | "monitor" => {
+                let (h, p) = conf::host_port(v, &k)?;
+                if let Some(h) = h {
+                    self.http_host = h;
+                }
+                self.http_port = p;
+                cx.record("http_port", v);
+            }
+            "http_port" | "monitor_port" => {
+                self.http_port = conf::port(v, &k)?;
+                cx.record("http_port", v);
+            }
+            "https" => {
+                let (h, p) = conf::host_port(v, &k)?;
+                if let Some(h) = h {
+                    self.http_host = h;
+                }
+                self.https_port = p;
+                cx.record("https_port", v);
+            }
+            "https_port" => {
+                self.https_port = conf::port(v, &k)?;
+                cx.record("https_port", v);
+            }
+            "http_host" => self.http_host = conf::string(v, &k)?,
+            "max_payload" => {
+                self.max_payload = size_or_default(v, &k, DEFAULT_MAX_PAYLOAD, cx)?;
+                cx.record("max_payload", v);
+            }
+            "max_control_line" => {
+                let n = size_or_default(v, &k, DEFAULT_MAX_CONTROL_LINE, cx)?;
+                // nats-server keeps it in an int32.
+                if n > i32::MAX as usize {
+                    return Err(conf::err(v, format!("{k} value is too big")));
+                }
+                self.max_control_line = n;
+            }
+            "max_pending" => {
+                self.max_pending = size_or_default(v, &k, DEFAULT_MAX_PENDING, cx)?;
+                cx.record("max_pending", v);
+            }
+            "max_connections" | "max_conn" => self.max_connections = conf::size(v, &k)?,
+            "max_subscriptions" | "max_subs" => self.max_subscriptions = conf::size(v, &k)?,
+            "write_deadline" => {
+                self.write_deadline = timer(v, &k, DEFAULT_WRITE_DEADLINE, cx)?;
+                cx.record("write_deadline", v);
+            }
+            "ping_interval" => {
+                self.ping_interval = timer(v, &k, DEFAULT_PING_INTERVAL, cx)?;
+                cx.record("ping_interval", v);
+            }
+            "ping_max" => {
+                self.ping_max = conf::uint(v, &k)?;
+                if self.ping_max == 0 {
+                    // nats-server's meaning of 0 (its setBaselineOptions).
+                    cx.warn(v, "ping_max of 0 means the default (2), as in nats-server");
+                    self.ping_max = DEFAULT_PING_MAX;
+                }
+            }
+            "lame_duck_duration" => {
+                let d = duration_string(v, &k)?;
+                if d < MIN_LAME_DUCK_DURATION {
+                    return Err(conf::err(
+                        v,
+                        format!(
+                            "invalid lame_duck_duration of {}, minimum is 30 seconds",
+                            fmt_duration(d)
+                        ),
+                    ));
+                }
+                self.lame_duck_duration = d;
+                cx.record("lame_duck_duration", v);
+            }
+            "lame_duck_grace_period" => {
+                let d = duration_string(v, &k)?;
+                // As nats-server: 0 means the default.
+                self.lame_duck_grace_period = if d.is_zero() {
+                    DEFAULT_LAME_DUCK_GRACE_PERIOD
+                } else {
+                    d
+                };
+                cx.record("lame_duck_grace_period", v);
+            }
+            "debug" => self.debug = conf::boolean(v, &k)?,
+            "trace" => self.trace = conf::boolean(v, &k)?,
+            "logtime" => self.logtime = conf::boolean(v, &k)?,
+            "log_json" => self.log_json = conf::boolean(v, &k)?,
+            "log_file" | "logfile" => self.log_file = Some(conf::path(v, &k)?),
+            "pid_file" | "pidfile" => self.pid_file = Some(conf::path(v, &k)?),
+            "authorization" => {
+                cx.record("authorization", v);
+                let auth = AuthConfig::from_config(v, cx)?;
+                // A zero timeout means the default, as in nats-server.
+                if let Some(t) = auth.timeout.filter(|t| !t.is_zero()) {
+                    self.auth_timeout = t;
+                }
+                self.auth = auth;
+            }
+            "tls" => {
+                cx.record("tls", v);
+                self.tls = Some(TlsOptions::parse_block(v, cx)?);
+            }
+            "auth_limits" => {
+                cx.record("auth_limits", v);
+                self.auth_limits = AuthLimits::from_config(v, cx)?;
+            }
+            "monitor_auth" => {
+                cx.record("monitor_auth", v);
+                self.monitor_auth = Some(MonitorAuth::from_config(v, cx)?);
+            }
+            _ => match keys::unimplemented(&k) {
+                Some(keys::Unimplemented::Ignore(why)) => {
+                    cx.warn(v, format!("\"{key}\" ignored: {why}"));
+                }
+                Some(keys::Unimplemented::Refuse(what)) => {
+                    return Err(conf::err(
+                        v,
+                        format!("\"{key}\" is not supported by rnats yet ({what})"),
+                    ));
+                }
+                None => cx.unknown(None, key, v)?,
+            },
         }
         Ok(())
     }
 
-    fn apply_authorization(&mut self, v: &Spanned) -> Result<(), ConfigError> {
-        let auth = crate::auth::AuthConfig::from_config(v, &mut self.warnings)?;
-        if let Some(t) = auth.timeout {
-            self.auth_timeout = t;
-        }
-        self.auth = auth;
-        Ok(())
-    }
-
-    fn config_name(&self) -> String {
+    /// The configuration file's name, for errors that have no position.
+    pub(crate) fn config_name(&self) -> String {
         self.config_file
             .as_ref()
             .map(|p| p.display().to_string())
@@ -192,280 +342,108 @@ impl Options {
     }
 }
 
-/// `monitor_auth { user, password, token, ca_file, healthz_open }`:
-/// rnats-specific protection for the monitoring endpoints. `password` and
-/// `token` may be bcrypt hashes. `ca_file` makes the HTTPS port demand a
-/// client certificate from that CA. `/healthz` stays open for probes
-/// unless `healthz_open: false`.
-#[derive(Debug, Clone)]
-pub struct MonitorAuth {
-    pub user: Option<String>,
-    pub password: Option<crate::auth::Secret>,
-    pub token: Option<crate::auth::Secret>,
-    pub ca_file: Option<PathBuf>,
-    pub healthz_open: bool,
+/// `write_deadline` and `ping_interval`: a duration where 0 means the
+/// default (nats-server's setBaselineOptions; a zero period would also
+/// panic tokio's interval timer), with nats-server's warning for a bare
+/// number of seconds.
+fn timer(
+    v: &Spanned,
+    key: &str,
+    default: Duration,
+    cx: &mut Context,
+) -> Result<Duration, ConfigError> {
+    // nats-server takes integer seconds here (with this warning) but
+    // fails on a float; so does rnats, pointing at the string form.
+    if let Value::Float(f) = v.value {
+        return Err(conf::err(
+            v,
+            format!("\"{key}\" expects a duration string such as \"{f}s\", got float"),
+        ));
+    }
+    let d = conf::duration(v, key)?;
+    if matches!(v.value, Value::Int(_)) {
+        cx.warn(v, format!("{key} should be converted to a duration"));
+    }
+    if d.is_zero() {
+        cx.warn(
+            v,
+            format!(
+                "{key} of 0 means the default ({}), as in nats-server",
+                fmt_duration(default)
+            ),
+        );
+        return Ok(default);
+    }
+    Ok(d)
 }
 
-impl MonitorAuth {
-    fn from_config(v: &Spanned) -> Result<MonitorAuth, ConfigError> {
-        let map = v
-            .as_map()
-            .ok_or_else(|| err(v, "monitor_auth must be a block"))?;
-        let mut m = MonitorAuth {
-            user: None,
-            password: None,
-            token: None,
-            ca_file: None,
-            healthz_open: true,
+/// Keys nats-server only takes as duration strings (`"2m"`); a bare
+/// number is refused there too.
+fn duration_string(v: &Spanned, key: &str) -> Result<Duration, ConfigError> {
+    if v.as_str().is_none() {
+        return Err(conf::err(
+            v,
+            format!(
+                "\"{key}\" expects a duration string such as \"2m\", got {}",
+                v.value.type_name()
+            ),
+        ));
+    }
+    conf::duration(v, key)
+}
+
+/// A size where 0 means the default, as nats-server's setBaselineOptions
+/// has it for max_payload, max_control_line and max_pending.
+fn size_or_default(
+    v: &Spanned,
+    key: &str,
+    default: usize,
+    cx: &mut Context,
+) -> Result<usize, ConfigError> {
+    let n = conf::size(v, key)?;
+    if n == 0 {
+        cx.warn(
+            v,
+            format!("{key} of 0 means the default ({default}), as in nats-server"),
+        );
+        return Ok(default);
+    }
+    Ok(n)
+}
+
+/// Go's way of printing a duration (`2m0s`, `10s`, `500ms`), for messages
+/// that mirror nats-server's.
+pub fn fmt_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d < Duration::from_secs(1) {
+        let n = d.as_nanos();
+        return if n.is_multiple_of(1_000_000) {
+            format!("{}ms", n / 1_000_000)
+        } else if n.is_multiple_of(1_000) {
+            format!("{}µs", n / 1_000)
+        } else {
+            format!("{n}ns")
         };
-        for (key, val) in map {
-            match key.to_ascii_lowercase().as_str() {
-                "user" | "username" => m.user = Some(string(val)?),
-                "password" | "pass" => {
-                    m.password =
-                        Some(crate::auth::Secret::parse(&string(val)?).map_err(|e| err(val, e))?)
-                }
-                "token" => {
-                    m.token =
-                        Some(crate::auth::Secret::parse(&string(val)?).map_err(|e| err(val, e))?)
-                }
-                "ca_file" => m.ca_file = Some(string(val)?.into()),
-                "healthz_open" => m.healthz_open = boolean(val)?,
-                _ => return Err(err(val, format!("unknown monitor_auth key \"{key}\""))),
-            }
-        }
-        if m.user.is_some() != m.password.is_some() {
-            return Err(err(v, "monitor_auth needs both user and password"));
-        }
-        if m.user.is_none() && m.token.is_none() && m.ca_file.is_none() {
-            return Err(err(v, "monitor_auth needs user/password, token or ca_file"));
-        }
-        Ok(m)
     }
-}
-
-fn err(v: &Spanned, msg: impl Into<String>) -> ConfigError {
-    v.error(msg)
-}
-
-fn string(v: &Spanned) -> Result<String, ConfigError> {
-    match &v.value {
-        Value::Str(s) => Ok(s.clone()),
-        Value::Int(i) => Ok(i.to_string()),
-        _ => Err(err(v, "expected a string")),
-    }
-}
-
-fn int(v: &Spanned) -> Result<i64, ConfigError> {
-    v.as_i64().ok_or_else(|| err(v, "expected an integer"))
-}
-
-fn size(v: &Spanned) -> Result<usize, ConfigError> {
-    match &v.value {
-        Value::Int(i) if *i >= 0 => Ok(*i as usize),
-        Value::Str(s) => parse_size(s).ok_or_else(|| err(v, format!("invalid size \"{s}\""))),
-        _ => Err(err(v, "expected a non-negative size")),
-    }
-}
-
-fn boolean(v: &Spanned) -> Result<bool, ConfigError> {
-    v.as_bool().ok_or_else(|| err(v, "expected true or false"))
-}
-
-/// Durations are strings like "2s", "1m30s", "500ms" or a number of seconds.
-fn duration(v: &Spanned) -> Result<Duration, ConfigError> {
-    match &v.value {
-        Value::Int(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
-        Value::Float(f) if *f >= 0.0 => Ok(Duration::from_secs_f64(*f)),
-        Value::Str(s) => {
-            parse_duration(s).ok_or_else(|| err(v, format!("invalid duration \"{s}\"")))
-        }
-        _ => Err(err(v, "expected a duration")),
-    }
-}
-
-fn host_port(v: &Spanned) -> Result<(Option<String>, i32), ConfigError> {
-    match &v.value {
-        Value::Int(p) => Ok((None, *p as i32)),
-        Value::Str(s) => {
-            let (h, p) = s
-                .rsplit_once(':')
-                .ok_or_else(|| err(v, format!("expected host:port, got \"{s}\"")))?;
-            let port = p
-                .parse()
-                .map_err(|_| err(v, format!("invalid port in \"{s}\"")))?;
-            let host = h.trim_start_matches('[').trim_end_matches(']');
-            Ok(((!host.is_empty()).then(|| host.to_string()), port))
-        }
-        _ => Err(err(v, "expected host:port")),
-    }
-}
-
-/// Go-style duration: a sequence of number+unit (h, m, s, ms, us, ns).
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return (secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_end] {
-            "h" => num * 3600.0,
-            "m" => num * 60.0,
-            "s" => num,
-            "ms" => num / 1e3,
-            "us" | "µs" => num / 1e6,
-            "ns" => num / 1e9,
-            _ => return None,
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = &rest[unit_end..];
-    }
-    Some(total)
-}
-
-/// Sizes like "1MB", "64KB", "1024", as accepted on the command line.
-pub fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: usize = s[..split].parse().ok()?;
-    let mult = match s[split..].to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" => 1000,
-        "kb" | "ki" | "kib" => 1024,
-        "m" => 1000 * 1000,
-        "mb" | "mi" | "mib" => 1024 * 1024,
-        "g" => 1000 * 1000 * 1000,
-        "gb" | "gi" | "gib" => 1024 * 1024 * 1024,
-        _ => return None,
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let frac = d.subsec_nanos();
+    let s = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let f = format!("{frac:09}");
+        format!("{s}.{}s", f.trim_end_matches('0'))
     };
-    n.checked_mul(mult)
+    match (h, m) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2x"), None);
-        assert_eq!(parse_duration(""), None);
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1MB"), Some(1 << 20));
-        assert_eq!(parse_size("64KB"), Some(64 << 10));
-        assert_eq!(parse_size("1k"), Some(1000));
-        assert_eq!(parse_size("12"), Some(12));
-        assert_eq!(parse_size("1XB"), None);
-    }
-
-    #[test]
-    fn options_from_config_text() {
-        let map = parser::parse_str(
-            "port: 4333\nmax_payload: 2MB\nping_interval: \"5s\"\nwrite_deadline: 3\n\
-             authorization { timeout: 1.5 }\nbogus_key: 1\n",
-            "test.conf",
-        )
-        .unwrap();
-        let mut o = Options::default();
-        o.apply(&map).unwrap();
-        assert_eq!(o.port, 4333);
-        assert_eq!(o.max_payload, 2 << 20);
-        assert_eq!(o.ping_interval, Duration::from_secs(5));
-        assert_eq!(o.write_deadline, Duration::from_secs(3));
-        assert_eq!(o.auth_timeout, Duration::from_millis(1500));
-        assert_eq!(o.warnings.len(), 1);
-        assert!(o.warnings[0].contains("bogus_key"), "{:?}", o.warnings);
-        assert!(
-            o.warnings[0].starts_with("test.conf:6:"),
-            "{:?}",
-            o.warnings
-        );
-    }
-
-    #[test]
-    fn security_blocks() {
-        use crate::auth::conf::testing::{arr, i, map, s};
-        let top = |k: &str, v| vec![(k.to_string(), v)];
-        let mut o = Options::default();
-        let mut m = top(
-            "authorization",
-            map(vec![
-                ("timeout", i(3)),
-                (
-                    "users",
-                    arr(vec![map(vec![("user", s("a")), ("password", s("b"))])]),
-                ),
-            ]),
-        );
-        m.extend(top(
-            "tls",
-            map(vec![("cert_file", s("c.pem")), ("key_file", s("k.pem"))]),
-        ));
-        m.extend(top("auth_limits", map(vec![("max_failures", i(4))])));
-        o.apply(&m).unwrap();
-        assert_eq!(o.auth_timeout, Duration::from_secs(3));
-        assert_eq!(o.auth.users.len(), 1);
-        assert!(o.auth.is_enabled());
-        assert_eq!(
-            o.tls.as_ref().map(|t| t.cert_file.clone()),
-            Some("c.pem".into())
-        );
-        assert_eq!(o.auth_limits.max_failures, 4);
-        assert!(o.warnings.is_empty(), "{:?}", o.warnings);
-
-        let bad = top("tls", map(vec![("cert_file", s("c.pem"))]));
-        assert!(Options::default().apply(&bad).is_err());
-    }
-
-    #[test]
-    fn security_blocks_from_text() {
-        // The seed security document's example, bcrypt hash unquoted.
-        let map = parser::parse_str(
-            "listen: 127.0.0.1:4443\n\
-             tls {\n  cert_file: \"./server-cert.pem\"\n  key_file: \"./server-key.pem\"\n  \
-             timeout: 2\n}\n\
-             authorization {\n  user: derek\n  \
-             password: $2a$11$W2zko751KUvVy59mUTWmpOdWjpEm5qhcCZRd05GjI/sSOT.xtiHyG\n  \
-             timeout: 1\n}\n",
-            "sec.conf",
-        )
-        .unwrap();
-        let mut o = Options::default();
-        o.apply(&map).unwrap();
-        assert_eq!(o.auth.user.as_deref(), Some("derek"));
-        assert_eq!(
-            o.auth.password.as_ref().and_then(|p| p.bcrypt_cost()),
-            Some(11)
-        );
-        assert_eq!(o.auth_timeout, Duration::from_secs(1));
-        let tls = o.tls.expect("tls");
-        assert_eq!(tls.timeout, Duration::from_secs(2));
-        assert_eq!(tls.key_file, std::path::PathBuf::from("./server-key.pem"));
-    }
-
-    #[test]
-    fn bad_value_names_position() {
-        let map = parser::parse_str("port: 1\nmax_payload: true\n", "x.conf").unwrap();
-        let e = Options::default().apply(&map).unwrap_err();
-        assert_eq!((e.line, e.file.as_str()), (2, "x.conf"));
-    }
-}
+mod proptests;
+#[cfg(test)]
+mod tests;

@@ -45,7 +45,8 @@ impl Server {
             .max(Duration::from_secs(1));
         let (batch, interval) = close_schedule(cids.len(), spread);
         tracing::info!("Closing {} existing clients over {spread:?}", cids.len());
-        for chunk in cids.chunks(batch) {
+        let chunks = cids.chunks(batch).count();
+        for (i, chunk) in cids.chunks(batch).enumerate() {
             for &cid in chunk {
                 ctx.control(
                     cid,
@@ -54,6 +55,9 @@ impl Server {
                         err: None,
                     },
                 );
+            }
+            if i + 1 == chunks {
+                break;
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

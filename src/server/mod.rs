@@ -256,6 +256,9 @@ impl std::error::Error for StartError {}
 impl Server {
     /// Bind the listeners and start the supervision tree.
     pub async fn start(opts: Options) -> Result<Server, StartError> {
+        // Options built in code get the same checks as a file's.
+        opts.validate()
+            .map_err(|e| StartError(format!("configuration error: {e}")))?;
         let port = if opts.port < 0 { 0 } else { opts.port as u16 };
         let client_listener = TcpListener::bind((opts.host.as_str(), port))
             .await
@@ -413,6 +416,7 @@ impl Server {
     /// disconnected with 'Authorization Violation', as nats-server does.
     /// Listener addresses and ports are not reloadable.
     pub fn reload(&self, opts: Options) -> Result<(), String> {
+        opts.validate().map_err(|e| e.to_string())?;
         let auth = Authenticator::from_options(&opts)?;
         let tls = match &opts.tls {
             Some(t) => Some(ClientTls::from_options(t).map_err(|e| e.0)?),

@@ -8,7 +8,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::Server;
 
 /// Wait for SIGINT or SIGTERM. SIGHUP reloads the configuration through
-/// `reload_options` (the file, then the command-line flags over it);
+/// `reload_options` (the file, then the command-line flags over it), which
+/// must pass `Options::validate` before the server sees it; on any error
+/// the running configuration stays as it is and the error is logged.
 /// SIGUSR2 runs lame duck mode to its end, after which the caller shuts
 /// the server down (as nats-server exits after lame duck mode).
 pub async fn wait_for_shutdown<F>(server: &Server, reload_options: F)
@@ -30,9 +32,23 @@ where
             _ = term.recv() => { tracing::info!("Trapped \"terminated\" signal"); return; }
             _ = hup.recv() => {
                 tracing::info!("Trapped \"hangup\" signal");
-                match reload_options().and_then(|o| server.reload(o)) {
-                    Ok(()) => tracing::info!("Reloaded server configuration"),
-                    Err(e) => tracing::error!("Failed to reload server configuration: {e}"),
+                // Validate before anything is applied: a bad file leaves the
+                // running configuration untouched.
+                let loaded = reload_options().and_then(|o| {
+                    o.validate().map_err(|e| e.to_string())?;
+                    Ok(o)
+                });
+                let warnings = loaded.as_ref().map(|o| o.warnings.clone()).unwrap_or_default();
+                match loaded.and_then(|o| server.reload(o)) {
+                    Ok(()) => {
+                        for w in warnings {
+                            tracing::warn!("{w}");
+                        }
+                        tracing::info!("Reloaded server configuration");
+                    }
+                    Err(e) => tracing::error!(
+                        "Failed to reload server configuration, keeping the running one: {e}"
+                    ),
                 }
             }
             _ = usr2.recv() => {

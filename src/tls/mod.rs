@@ -1,7 +1,8 @@
-//! TLS for client connections: the `tls { ... }` configuration block, the
-//! rustls server configuration built from it, and what a finished
-//! handshake tells us (negotiated parameters, the client's certificate
-//! identity, certificate pinning).
+//! TLS for client connections: the rustls server configuration built from
+//! the `tls { ... }` options (parsed and name-checked in
+//! `crate::config::tls`, re-exported here), and what a finished handshake
+//! tells us (negotiated parameters, the client's certificate identity,
+//! certificate pinning).
 //!
 //! # Protocol versions and cipher suites
 //!
@@ -49,212 +50,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::auth::conf;
-use crate::config::parser::{ConfigError, Spanned};
+use crate::config::tls::{canonical_group_name, canonical_suite_name, check_groups, check_suites};
 
+// The option type and its parser live in `crate::config::tls`; these paths
+// are kept for the rest of the code.
+pub use crate::config::tls::{DEFAULT_HANDSHAKE_FIRST_FALLBACK, DEFAULT_TLS_TIMEOUT, TlsOptions};
 pub use identity::{CertIdentity, DnAttr, dn_matches, identity_from_der, spki_sha256_hex};
-
-/// nats-server's default TLS handshake timeout (`tls_timeout` in /varz).
-pub const DEFAULT_TLS_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long a `handshake_first: auto` server waits for a client's TLS
-/// ClientHello before falling back to sending INFO first (nats-server's
-/// default for "auto").
-pub const DEFAULT_HANDSHAKE_FIRST_FALLBACK: Duration = Duration::from_millis(50);
-
-/// The `tls { ... }` block (or the `--tls*` flags).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TlsOptions {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// CAs that client certificates must chain to (required by `verify`).
-    pub ca_file: Option<PathBuf>,
-    /// Require and verify a client certificate.
-    pub verify: bool,
-    /// Like `verify`, and map the certificate to a configured user.
-    pub verify_and_map: bool,
-    /// Handshake deadline.
-    pub timeout: Duration,
-    /// Start TLS before sending INFO (clients must use "TLS first").
-    pub handshake_first: bool,
-    /// With `handshake_first`, fall back to INFO-first if the client has not
-    /// started a handshake within this delay (`handshake_first: auto` or a
-    /// duration); `None` means TLS first is required.
-    pub handshake_first_fallback: Option<Duration>,
-    /// "1.2" or "1.3"; `None` means 1.2.
-    pub min_version: Option<String>,
-    pub cipher_suites: Vec<String>,
-    pub curve_preferences: Vec<String>,
-    /// Lower-case hex SHA-256 of allowed client certificates'
-    /// SubjectPublicKeyInfo (nats-server's `pinned_certs`).
-    pub pinned_certs: Vec<String>,
-}
-
-impl TlsOptions {
-    /// Options with nats-server's defaults for a certificate and key.
-    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> TlsOptions {
-        TlsOptions {
-            cert_file: cert_file.into(),
-            key_file: key_file.into(),
-            ca_file: None,
-            verify: false,
-            verify_and_map: false,
-            timeout: DEFAULT_TLS_TIMEOUT,
-            handshake_first: false,
-            handshake_first_fallback: None,
-            min_version: None,
-            cipher_suites: Vec::new(),
-            curve_preferences: Vec::new(),
-            pinned_certs: Vec::new(),
-        }
-    }
-
-    /// Must clients present a certificate?
-    pub fn requires_client_cert(&self) -> bool {
-        self.verify || self.verify_and_map
-    }
-
-    /// Parse a `tls { ... }` block. File contents are not read here (that
-    /// is [`server_config`]'s job) but every value is checked, so a
-    /// configuration test (`-t`) catches typos in names and versions.
-    pub fn from_config(v: &Spanned) -> Result<TlsOptions, ConfigError> {
-        let map = conf::map(v, "tls")?;
-        let mut cert = None;
-        let mut key = None;
-        let mut o = TlsOptions::new("", "");
-        for (k, val) in map {
-            let key_name = k.to_ascii_lowercase();
-            let kn = key_name.as_str();
-            match kn {
-                "cert_file" => cert = Some(conf::path(val, kn)?),
-                "key_file" => key = Some(conf::path(val, kn)?),
-                "ca_file" => o.ca_file = Some(conf::path(val, kn)?),
-                "verify" => o.verify = conf::boolean(val, kn)?,
-                "verify_and_map" => o.verify_and_map = conf::boolean(val, kn)?,
-                "timeout" => o.timeout = conf::duration(val, kn)?,
-                "handshake_first" | "first" | "immediate" => {
-                    let (on, fallback) = handshake_first(val)?;
-                    o.handshake_first = on;
-                    o.handshake_first_fallback = fallback;
-                }
-                "min_version" => {
-                    let s = match &val.value {
-                        // `min_version: 1.3` without quotes is a float.
-                        crate::config::parser::Value::Float(f) => format!("{f}"),
-                        _ => conf::string(val, kn)?,
-                    };
-                    if parse_min_version(&s).is_none() {
-                        return Err(conf::err(
-                            val,
-                            format!("unsupported TLS min_version \"{s}\" (use \"1.2\" or \"1.3\")"),
-                        ));
-                    }
-                    o.min_version = Some(s);
-                }
-                "cipher_suites" => {
-                    o.cipher_suites = conf::string_list(val, kn)?;
-                    select_suites(&o.cipher_suites).map_err(|e| conf::err(val, e.to_string()))?;
-                }
-                "curve_preferences" => {
-                    o.curve_preferences = conf::string_list(val, kn)?;
-                    select_groups(&o.curve_preferences)
-                        .map_err(|e| conf::err(val, e.to_string()))?;
-                }
-                "pinned_certs" => {
-                    let list = conf::string_list(val, kn)?;
-                    o.pinned_certs = list
-                        .iter()
-                        .map(|p| normalize_pin(p))
-                        .collect::<Option<_>>()
-                        .ok_or_else(|| {
-                            conf::err(
-                                val,
-                                "pinned_certs entries must be hex SHA-256 fingerprints \
-                                 (64 hex digits) of the certificate's public key",
-                            )
-                        })?;
-                }
-                // Keys nats-server knows that rnats does not implement:
-                // refusing them is safer than silently running with a
-                // weaker setup than the operator asked for.
-                "insecure"
-                | "cert_store"
-                | "cert_match"
-                | "cert_match_by"
-                | "cert_match_skip_invalid"
-                | "ca_certs_match"
-                | "certs"
-                | "ocsp_peer"
-                | "verify_cert_and_check_known_urls"
-                | "connection_rate_limit" => {
-                    return Err(conf::err(
-                        val,
-                        format!("TLS option \"{k}\" is not supported by rnats"),
-                    ));
-                }
-                _ => {
-                    return Err(conf::err(
-                        val,
-                        format!("unknown field \"{k}\" in tls block"),
-                    ));
-                }
-            }
-        }
-        o.cert_file = cert.ok_or_else(|| conf::err(v, "tls block is missing \"cert_file\""))?;
-        o.key_file = key.ok_or_else(|| conf::err(v, "tls block is missing \"key_file\""))?;
-        if o.requires_client_cert() && o.ca_file.is_none() {
-            return Err(conf::err(
-                v,
-                "verify and verify_and_map need \"ca_file\" (rnats does not use the system \
-                 trust store for client certificates)",
-            ));
-        }
-        if !o.pinned_certs.is_empty() && !o.requires_client_cert() {
-            return Err(conf::err(
-                v,
-                "pinned_certs needs verify or verify_and_map (clients only send a \
-                 certificate when one is required)",
-            ));
-        }
-        Ok(o)
-    }
-}
-
-/// `handshake_first`: a boolean, "auto" (fallback after the default delay)
-/// or a duration (fallback after that delay).
-fn handshake_first(v: &Spanned) -> Result<(bool, Option<Duration>), ConfigError> {
-    if let Some(b) = v.as_bool() {
-        return Ok((b, None));
-    }
-    match v.as_str() {
-        Some(s) if s.eq_ignore_ascii_case("auto") || s.eq_ignore_ascii_case("auto_fallback") => {
-            Ok((true, Some(DEFAULT_HANDSHAKE_FIRST_FALLBACK)))
-        }
-        Some(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("on") => {
-            Ok((true, None))
-        }
-        Some(s) if s.eq_ignore_ascii_case("false") || s.eq_ignore_ascii_case("off") => {
-            Ok((false, None))
-        }
-        _ => {
-            let d = conf::duration(v, "handshake_first")?;
-            Ok((true, Some(d)))
-        }
-    }
-}
-
-fn normalize_pin(p: &str) -> Option<String> {
-    let p: String = p.trim().chars().filter(|c| *c != ':').collect();
-    (p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit())).then(|| p.to_ascii_lowercase())
-}
-
-fn parse_min_version(s: &str) -> Option<&'static SupportedProtocolVersion> {
-    match s.trim() {
-        "1.2" => Some(&rustls::version::TLS12),
-        "1.3" => Some(&rustls::version::TLS13),
-        _ => None,
-    }
-}
 
 /// Why TLS could not be set up or a handshake failed.
 #[derive(Debug)]
@@ -333,68 +134,23 @@ fn suite_name(s: &SupportedCipherSuite) -> String {
         .unwrap_or_else(|| format!("{:?}", s.suite()))
 }
 
-/// The canonical (rustls) spelling of a configured suite name.
-fn canonical_suite_name(name: &str) -> String {
-    let n = name.trim().to_ascii_uppercase().replace('-', "_");
-    match n.as_str() {
-        "TLS_AES_128_GCM_SHA256" | "TLS_AES_256_GCM_SHA384" | "TLS_CHACHA20_POLY1305_SHA256" => {
-            n.replacen("TLS_", "TLS13_", 1)
-        }
-        // Go omits the hash from its ChaCha20 suite names.
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305" => {
-            format!("{n}_SHA256")
-        }
-        _ => n,
-    }
-}
-
-fn is_weak_suite_name(n: &str) -> bool {
-    n.starts_with("TLS_")
-        && (n.contains("_CBC_")
-            || n.contains("RC4")
-            || n.contains("3DES")
-            || n.contains("_NULL_")
-            || n.contains("_EXPORT_")
-            || n.starts_with("TLS_RSA_")
-            || n.starts_with("TLS_DHE_")
-            || n.starts_with("TLS_ECDH_")
-            || n.starts_with("TLS_PSK_"))
-}
-
 /// The suites to offer, in configured order; an empty list means all.
+/// Names were checked against `crate::config::tls::SUITES`, which a test
+/// keeps equal to [`allowed_suites`].
 fn select_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
     let allowed = allowed_suites();
     if names.is_empty() {
         return Ok(allowed);
     }
+    check_suites(names).map_err(TlsError::Option)?;
     let mut chosen: Vec<SupportedCipherSuite> = Vec::new();
-    let mut unknown = Vec::new();
-    let mut weak = Vec::new();
     for name in names {
         let canon = canonical_suite_name(name);
-        match allowed.iter().find(|s| suite_name(s) == canon) {
-            Some(s) => {
-                if !chosen.iter().any(|c| c.suite() == s.suite()) {
-                    chosen.push(*s);
-                }
-            }
-            None if is_weak_suite_name(&canon) => weak.push(name.as_str()),
-            None => unknown.push(name.as_str()),
+        if let Some(s) = allowed.iter().find(|s| suite_name(s) == canon)
+            && !chosen.iter().any(|c| c.suite() == s.suite())
+        {
+            chosen.push(*s);
         }
-    }
-    if !unknown.is_empty() || !weak.is_empty() {
-        let mut parts = Vec::new();
-        if !unknown.is_empty() {
-            parts.push(format!("unknown cipher suite(s): {}", unknown.join(", ")));
-        }
-        if !weak.is_empty() {
-            parts.push(format!(
-                "cipher suite(s) not allowed (rnats offers only ECDHE with AES-GCM or \
-                 ChaCha20-Poly1305, and the TLS 1.3 suites): {}",
-                weak.join(", ")
-            ));
-        }
-        return Err(TlsError::Option(parts.join("; ")));
     }
     // Go (and so nats-server) cannot restrict TLS 1.3 suites: a list of
     // TLS 1.2 names leaves TLS 1.3 fully on. Keep that meaning.
@@ -417,34 +173,21 @@ fn select_groups(names: &[String]) -> Result<Vec<&'static dyn SupportedKxGroup>,
     if names.is_empty() {
         return Ok(all.to_vec());
     }
+    check_groups(names).map_err(TlsError::Option)?;
     let mut chosen: Vec<&'static dyn SupportedKxGroup> = Vec::new();
-    let mut bad = Vec::new();
     for name in names {
-        let want = match name
-            .trim()
-            .to_ascii_uppercase()
-            .replace(['-', '_'], "")
-            .as_str()
-        {
-            "X25519" => "X25519",
-            "CURVEP256" | "P256" | "SECP256R1" | "PRIME256V1" => "secp256r1",
-            "CURVEP384" | "P384" | "SECP384R1" => "secp384r1",
-            _ => {
-                bad.push(name.as_str());
-                continue;
-            }
-        };
-        if let Some(g) = all.iter().find(|g| group_name(g) == want)
+        let want = canonical_group_name(name);
+        if let Some(g) = all.iter().find(|g| Some(group_name(g).as_str()) == want)
             && !chosen.iter().any(|c| c.name() == g.name())
         {
             chosen.push(*g);
         }
     }
-    if !bad.is_empty() {
-        return Err(TlsError::Option(format!(
-            "unsupported curve preference(s): {} (rnats supports X25519, CurveP256, CurveP384)",
-            bad.join(", ")
-        )));
+    if chosen.is_empty() {
+        // Fail closed should the provider ever lose a group we accept.
+        return Err(TlsError::Option(
+            "none of the configured curve preferences is available".into(),
+        ));
     }
     Ok(chosen)
 }
@@ -461,13 +204,14 @@ fn versions_for(
     opts: &TlsOptions,
     provider: &CryptoProvider,
 ) -> Result<Vec<&'static SupportedProtocolVersion>, TlsError> {
-    let min = match &opts.min_version {
-        None => &rustls::version::TLS12,
-        Some(s) => parse_min_version(s).ok_or_else(|| {
-            TlsError::Option(format!(
+    let min = match opts.min_version.as_deref().map(str::trim) {
+        None | Some("1.2") => &rustls::version::TLS12,
+        Some("1.3") => &rustls::version::TLS13,
+        Some(s) => {
+            return Err(TlsError::Option(format!(
                 "unsupported TLS min_version \"{s}\" (use \"1.2\" or \"1.3\")"
-            ))
-        })?,
+            )));
+        }
     };
     let has12 = provider.cipher_suites.iter().any(|s| s.tls13().is_none());
     let mut v = vec![&rustls::version::TLS13];

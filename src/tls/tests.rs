@@ -7,7 +7,8 @@ use rustls::pki_types::ServerName;
 
 use super::dev::{DevOptions, DevPki};
 use super::*;
-use crate::auth::conf::testing::{b, f, map, s, strs};
+use crate::config::parser::Spanned;
+use crate::config::value::testing::{b, f, map, s, strs};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -462,4 +463,28 @@ fn from_config_errors() {
             .contains("key_file")
     );
     assert!(TlsOptions::from_config(&s("x")).is_err());
+}
+
+#[test]
+fn config_suite_table_matches_the_provider() {
+    // `crate::config::tls` checks names without the crypto library; its
+    // table must be exactly what `server_config` can offer.
+    let ours: Vec<String> = allowed_suites().iter().map(suite_name).collect();
+    let table: Vec<String> = crate::config::tls::SUITES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (mut a, mut b) = (ours.clone(), table.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "provider {ours:?} vs config table {table:?}");
+    for g in ["X25519", "CurveP256", "CurveP384"] {
+        let want = crate::config::tls::canonical_group_name(g);
+        assert!(
+            rustls::crypto::ring::ALL_KX_GROUPS
+                .iter()
+                .any(|k| Some(group_name(k).as_str()) == want),
+            "{g}"
+        );
+    }
 }

@@ -33,7 +33,13 @@ pub fn opts() -> rnats::Options {
     }
 }
 
+/// Start an in-process server. The options must pass the same rules as a
+/// configuration file (`Options::validate`), so tests cannot depend on a
+/// setup the real server would refuse.
 pub async fn start(opts: rnats::Options) -> rnats::Server {
+    if let Err(e) = opts.validate() {
+        panic!("test options are invalid: {e}");
+    }
     rnats::Server::start(opts).await.expect("server starts")
 }
 

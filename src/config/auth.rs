@@ -1,13 +1,15 @@
 //! The `authorization { ... }` block (nats-server's keys), the equivalent
-//! command-line flags, and rnats's own `auth_limits { ... }` block.
+//! command-line flags, and rnats's own `auth_limits { ... }` block: the
+//! option data and their parsers. Checking logins against them is
+//! `crate::auth`'s job.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::conf;
+use super::parser::{ConfigError, Spanned};
 use super::secret::Secret;
-use crate::config::parser::{ConfigError, Spanned};
+use super::value::{self as conf, Context};
 use crate::protocol::subject;
 
 /// Allow and deny lists for one direction. `allow: None` means "everything
@@ -92,12 +94,13 @@ impl AuthConfig {
             token: token.as_deref().map(Secret::parse).transpose()?,
             ..AuthConfig::default()
         };
-        cfg.validate()?;
+        cfg.check()?;
         Ok(cfg)
     }
 
-    /// The combinations nats-server refuses.
-    fn validate(&self) -> Result<(), String> {
+    /// The combinations nats-server refuses (also checked by
+    /// `Options::validate`, for options built from flags or in code).
+    pub fn check(&self) -> Result<(), String> {
         if self.user.as_deref() == Some("") {
             return Err("empty user name".into());
         }
@@ -132,8 +135,8 @@ impl AuthConfig {
     }
 
     /// Parse an `authorization { ... }` block. Keys rnats does not know are
-    /// errors, as in nats-server; `warnings` gets notes about ignored ones.
-    pub fn from_config(v: &Spanned, warnings: &mut Vec<String>) -> Result<AuthConfig, ConfigError> {
+    /// errors, as in nats-server; `cx` gets warnings about ignored ones.
+    pub fn from_config(v: &Spanned, cx: &mut Context) -> Result<AuthConfig, ConfigError> {
         let map = conf::map(v, "authorization")?;
         let mut cfg = AuthConfig::default();
         for (k, val) in map {
@@ -148,17 +151,34 @@ impl AuthConfig {
                 }
                 "password" | "pass" => cfg.password = Some(secret(val, &lk)?),
                 "token" => cfg.token = Some(secret(val, &lk)?),
-                "timeout" => cfg.timeout = Some(conf::duration(val, &lk)?),
+                "timeout" => {
+                    let t = conf::duration(val, &lk)?;
+                    // nats-server's warning: `timeout: 2m` unquoted is two
+                    // million seconds (a size), not two minutes.
+                    if t > Duration::from_secs(60) {
+                        cx.warn(
+                            val,
+                            format!(
+                                "timeout of {:?} is high, consider keeping it under 60 \
+                                 seconds. possibly caused by unquoted duration; use '1m' \
+                                 instead of 1m, for example",
+                                t
+                            ),
+                        );
+                    }
+                    cx.record("authorization.timeout", val);
+                    cfg.timeout = Some(t);
+                }
                 "users" => {
                     let items = val
                         .as_array()
                         .ok_or_else(|| conf::err(val, "\"users\" expects an array"))?;
                     for item in items {
-                        cfg.users.push(parse_user(item, warnings)?);
+                        cfg.users.push(parse_user(item, cx)?);
                     }
                 }
                 "default_permissions" | "default_permission" | "permissions" => {
-                    cfg.default_permissions = Some(parse_permissions(val)?);
+                    cfg.default_permissions = Some(permissions_in(val, cx)?);
                 }
                 "auth_callout" | "nkey" | "nkeys" | "accounts" => {
                     return Err(conf::err(
@@ -166,15 +186,10 @@ impl AuthConfig {
                         format!("\"{k}\" in authorization is not supported by rnats"),
                     ));
                 }
-                _ => {
-                    return Err(conf::err(
-                        val,
-                        format!("unknown field \"{k}\" in authorization"),
-                    ));
-                }
+                _ => cx.unknown(Some("authorization"), k, val)?,
             }
         }
-        cfg.validate()
+        cfg.check()
             .map_err(|m| conf::err(v, format!("authorization: {m}")))?;
         Ok(cfg)
     }
@@ -184,7 +199,7 @@ fn secret(v: &Spanned, key: &str) -> Result<Secret, ConfigError> {
     Secret::parse(&conf::string(v, key)?).map_err(|m| conf::err(v, format!("\"{key}\": {m}")))
 }
 
-fn parse_user(v: &Spanned, warnings: &mut Vec<String>) -> Result<UserEntry, ConfigError> {
+fn parse_user(v: &Spanned, cx: &mut Context) -> Result<UserEntry, ConfigError> {
     let map = conf::map(v, "a users entry")?;
     let mut user = None;
     let mut password = None;
@@ -194,7 +209,7 @@ fn parse_user(v: &Spanned, warnings: &mut Vec<String>) -> Result<UserEntry, Conf
         match lk.as_str() {
             "user" | "username" => user = Some(conf::string(val, &lk)?),
             "password" | "pass" => password = Some(secret(val, &lk)?),
-            "permissions" | "permission" => permissions = Some(parse_permissions(val)?),
+            "permissions" | "permission" => permissions = Some(permissions_in(val, cx)?),
             "allowed_connection_types" | "allowed_connection_type" => {
                 // rnats only has standard client connections. A list without
                 // STANDARD would lock the user out in nats-server; ignoring
@@ -207,11 +222,10 @@ fn parse_user(v: &Spanned, warnings: &mut Vec<String>) -> Result<UserEntry, Conf
                          client connections",
                     ));
                 }
-                warnings.push(format!(
-                    "{}:{}:{}: allowed_connection_types ignored (rnats only has standard \
-                     connections)",
-                    val.pos.file, val.pos.line, val.pos.col
-                ));
+                cx.warn(
+                    val,
+                    "allowed_connection_types ignored (rnats only has standard connections)",
+                );
             }
             "nkey" | "account" => {
                 return Err(conf::err(
@@ -219,12 +233,7 @@ fn parse_user(v: &Spanned, warnings: &mut Vec<String>) -> Result<UserEntry, Conf
                     format!("\"{k}\" in a users entry is not supported by rnats"),
                 ));
             }
-            _ => {
-                return Err(conf::err(
-                    val,
-                    format!("unknown field \"{k}\" in users entry"),
-                ));
-            }
+            _ => cx.unknown(Some("users entry"), k, val)?,
         }
     }
     let user = user
@@ -237,21 +246,25 @@ fn parse_user(v: &Spanned, warnings: &mut Vec<String>) -> Result<UserEntry, Conf
     })
 }
 
-/// `permissions: { publish: ..., subscribe: ..., allow_responses: ... }`.
+/// `permissions: { publish: ..., subscribe: ..., allow_responses: ... }`,
+/// outside any file (no variables to exempt from the unknown-key check).
 pub fn parse_permissions(v: &Spanned) -> Result<Permissions, ConfigError> {
+    permissions_in(v, &mut Context::default())
+}
+
+fn permissions_in(v: &Spanned, cx: &mut Context) -> Result<Permissions, ConfigError> {
     let map = conf::map(v, "permissions")?;
     let mut p = Permissions::default();
     for (k, val) in map {
         match k.to_ascii_lowercase().as_str() {
-            "publish" | "pub" | "import" => p.publish = Some(subject_permission(val, false)?),
-            "subscribe" | "sub" | "export" => p.subscribe = Some(subject_permission(val, true)?),
-            "allow_responses" | "allow_response" => p.allow_responses = response_permission(val)?,
-            _ => {
-                return Err(conf::err(
-                    val,
-                    format!("unknown field \"{k}\" in permissions"),
-                ));
+            "publish" | "pub" | "import" => p.publish = Some(subject_permission(val, false, cx)?),
+            "subscribe" | "sub" | "export" => {
+                p.subscribe = Some(subject_permission(val, true, cx)?)
             }
+            "allow_responses" | "allow_response" => {
+                p.allow_responses = response_permission(val, cx)?
+            }
+            _ => cx.unknown(Some("permissions"), k, val)?,
         }
     }
     // nats-server: a user allowed to answer requests but given no publish
@@ -266,19 +279,18 @@ pub fn parse_permissions(v: &Spanned) -> Result<Permissions, ConfigError> {
 }
 
 /// A string or array is an allow list; a map has `allow` and/or `deny`.
-fn subject_permission(v: &Spanned, subscribe: bool) -> Result<SubjectPermission, ConfigError> {
+fn subject_permission(
+    v: &Spanned,
+    subscribe: bool,
+    cx: &Context,
+) -> Result<SubjectPermission, ConfigError> {
     if let Some(map) = v.as_map() {
         let mut sp = SubjectPermission::default();
         for (k, val) in map {
             match k.to_ascii_lowercase().as_str() {
                 "allow" => sp.allow = Some(subjects(val, subscribe)?),
                 "deny" => sp.deny = subjects(val, subscribe)?,
-                _ => {
-                    return Err(conf::err(
-                        val,
-                        format!("unknown field \"{k}\" in permission (use allow or deny)"),
-                    ));
-                }
+                _ => cx.unknown(Some("permission (use allow or deny)"), k, val)?,
             }
         }
         return Ok(sp);
@@ -310,7 +322,10 @@ fn subjects(v: &Spanned, subscribe: bool) -> Result<Vec<String>, ConfigError> {
     Ok(list)
 }
 
-fn response_permission(v: &Spanned) -> Result<Option<ResponsePermission>, ConfigError> {
+fn response_permission(
+    v: &Spanned,
+    cx: &Context,
+) -> Result<Option<ResponsePermission>, ConfigError> {
     if let Some(b) = v.as_bool() {
         return Ok(b.then_some(ResponsePermission {
             max: DEFAULT_RESPONSE_MAX,
@@ -328,12 +343,7 @@ fn response_permission(v: &Spanned) -> Result<Option<ResponsePermission>, Config
                 rp.max = conf::uint(val, "max")?;
             }
             "expires" | "expiration" | "ttl" => rp.expires = conf::duration(val, "expires")?,
-            _ => {
-                return Err(conf::err(
-                    val,
-                    format!("unknown field \"{k}\" in allow_responses"),
-                ));
-            }
+            _ => cx.unknown(Some("allow_responses"), k, val)?,
         }
     }
     Ok(Some(rp))
@@ -393,56 +403,53 @@ impl Default for AuthLimits {
 
 impl AuthLimits {
     /// Parse an `auth_limits { ... }` block over the defaults.
-    pub fn from_config(v: &Spanned) -> Result<AuthLimits, ConfigError> {
+    pub fn from_config(v: &Spanned, cx: &Context) -> Result<AuthLimits, ConfigError> {
         let map = conf::map(v, "auth_limits")?;
         let mut l = AuthLimits::default();
-        let small = |val: &Spanned, key: &str| -> Result<u32, ConfigError> {
-            u32::try_from(conf::uint(val, key)?)
-                .map_err(|_| conf::err(val, format!("\"{key}\" is too large")))
-        };
         for (k, val) in map {
             let lk = k.to_ascii_lowercase();
             match lk.as_str() {
-                "max_failures" => l.max_failures = small(val, &lk)?,
+                "max_failures" => l.max_failures = conf::uint32(val, &lk)?,
                 "window" => l.window = conf::duration(val, &lk)?,
                 "ban" => l.ban = conf::duration(val, &lk)?,
-                "max_conn_rate" => l.max_conn_rate = small(val, &lk)?,
-                "conn_burst" => l.conn_burst = small(val, &lk)?,
-                "bcrypt_workers" => {
-                    l.bcrypt_workers = usize::try_from(conf::uint(val, &lk)?)
-                        .map_err(|_| conf::err(val, "\"bcrypt_workers\" is too large"))?;
-                }
-                _ => {
-                    return Err(conf::err(
-                        val,
-                        format!(
-                            "unknown field \"{k}\" in auth_limits (known: max_failures, \
-                             window, ban, max_conn_rate, conn_burst, bcrypt_workers)"
-                        ),
-                    ));
-                }
+                "max_conn_rate" => l.max_conn_rate = conf::uint32(val, &lk)?,
+                "conn_burst" => l.conn_burst = conf::uint32(val, &lk)?,
+                "bcrypt_workers" => l.bcrypt_workers = conf::count(val, &lk)?,
+                _ => cx.unknown(
+                    Some(
+                        "auth_limits (known: max_failures, window, ban, max_conn_rate, \
+                         conn_burst, bcrypt_workers)",
+                    ),
+                    k,
+                    val,
+                )?,
             }
         }
-        if l.max_failures > 0 && (l.window.is_zero() || l.ban.is_zero()) {
-            return Err(conf::err(
-                v,
-                "auth_limits: window and ban must be positive when max_failures is set",
-            ));
-        }
+        l.check().map_err(|m| conf::err(v, m))?;
         Ok(l)
+    }
+
+    /// Rules between the fields (also checked for options built in code).
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_failures > 0 && (self.window.is_zero() || self.ban.is_zero()) {
+            return Err(
+                "auth_limits: window and ban must be positive when max_failures is set".into(),
+            );
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::conf::testing::{arr, b, i, map, s, strs};
+    use crate::config::value::testing::{arr, b, i, map, s, strs};
 
     const HASH: &str = "$2a$11$W2zko751KUvVy59mUTWmpOdWjpEm5qhcCZRd05GjI/sSOT.xtiHyG";
 
     #[test]
     fn single_user_block() {
-        let mut w = Vec::new();
+        let mut w = Context::default();
         let c = AuthConfig::from_config(
             &map(vec![
                 ("user", s("derek")),
@@ -457,12 +464,12 @@ mod tests {
         assert_eq!(c.timeout, Some(Duration::from_secs(1)));
         assert!(c.is_enabled());
         assert!(plaintext_warnings(&c).is_empty());
-        assert!(w.is_empty());
+        assert!(w.warnings.is_empty());
     }
 
     #[test]
     fn users_with_permissions() {
-        let mut w = Vec::new();
+        let mut w = Context::default();
         let c = AuthConfig::from_config(
             &map(vec![
                 (
@@ -528,7 +535,7 @@ mod tests {
             Some(vec![])
         );
         assert!(c.users[1].password.is_none());
-        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w.warnings.len(), 1, "{w:?}");
         let pw = plaintext_warnings(&c);
         assert_eq!(pw.len(), 1);
         assert!(pw[0].contains("\"pam\""), "{pw:?}");
@@ -542,7 +549,7 @@ mod tests {
     #[test]
     fn refused_combinations() {
         let bad = |entries: Vec<(&str, Spanned)>| {
-            AuthConfig::from_config(&map(entries), &mut Vec::new())
+            AuthConfig::from_config(&map(entries), &mut Context::default())
                 .unwrap_err()
                 .msg
         };
@@ -603,9 +610,13 @@ mod tests {
         assert!(AuthConfig::from_flags(None, None, None).is_ok_and(|c| !c.is_enabled()));
     }
 
+    fn limits(v: Spanned) -> Result<AuthLimits, ConfigError> {
+        AuthLimits::from_config(&v, &Context::default())
+    }
+
     #[test]
     fn limits_block() {
-        let l = AuthLimits::from_config(&map(vec![
+        let l = limits(map(vec![
             ("max_failures", i(3)),
             ("window", s("10s")),
             ("ban", i(30)),
@@ -626,16 +637,13 @@ mod tests {
             }
         );
         assert!(
-            AuthLimits::from_config(&map(vec![("typo", i(1))]))
+            limits(map(vec![("typo", i(1))]))
                 .unwrap_err()
                 .msg
                 .contains("typo")
         );
-        assert!(AuthLimits::from_config(&map(vec![("window", i(0))])).is_err());
-        assert!(AuthLimits::from_config(&map(vec![("max_failures", i(-1))])).is_err());
-        assert_eq!(
-            AuthLimits::from_config(&map(vec![])).expect("empty"),
-            AuthLimits::default()
-        );
+        assert!(limits(map(vec![("window", i(0))])).is_err());
+        assert!(limits(map(vec![("max_failures", i(-1))])).is_err());
+        assert_eq!(limits(map(vec![])).expect("empty"), AuthLimits::default());
     }
 }
