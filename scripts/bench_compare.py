@@ -138,7 +138,16 @@ def rss_kib(pid):
     return 0
 
 
-def bench(port, pid, args):
+def bench(port, pid, args, who=""):
+    """One `rnats bench` run; retried once (and said so) if it fails."""
+    try:
+        return bench_once(port, pid, args)
+    except RuntimeError as e:
+        print(f"  ({who}: {e}; retrying once)", flush=True)
+        return bench_once(port, pid, args)
+
+
+def bench_once(port, pid, args):
     cpu0 = cpu_seconds(pid)
     out = subprocess.run(
         [RNATS, "-s", f"nats://127.0.0.1:{port}", "bench", "bench.subj", "--json"]
@@ -227,7 +236,7 @@ def main():
                     proc, port = servers[who]
                     stuck = stuck_subscriber(port) if "stuck" in extra else None
                     churn = Churn(port) if "churn" in extra else None
-                    res[who] = bench(port, proc.pid, args)
+                    res[who] = bench(port, proc.pid, args, who)
                     if stuck:
                         stuck.close()
                     if churn:

@@ -18,12 +18,26 @@ use crate::deliver::{self, Batch, Origin};
 use crate::outbound::{CloseReason, Message};
 use crate::protocol::info::ConnectOptions;
 use crate::protocol::subject;
-use crate::protocol::{ClientOp, Limits, Parser, ProtocolError};
+use crate::protocol::{ClientOp, Limits, Parser, ProtocolError, PubFrame};
 use crate::router::{LookupCache, Subscription};
 use crate::server::ServerContext;
 
 const MIN_READ: usize = 512;
+/// Reads grow up to this while they fill the buffer, as in nats-server.
+/// Idle connections shrink back to `MIN_READ`.
 const MAX_READ: usize = 64 * 1024;
+/// ...and up to this while what is read is delivered to nobody: a pure
+/// ingest connection then costs a quarter of the syscalls and wake-ups
+/// (measured: 1 KiB PUBs with no subscriber at about 1.5x nats-server's
+/// rate). A connection whose messages are delivered stays at `MAX_READ`:
+/// bigger reads there only let the publisher outrun its subscribers' writers
+/// (measured: 1:1 16 B pub/sub with 256 KiB reads had 7x the latency).
+const MAX_INGEST_READ: usize = 256 * 1024;
+/// A large read is cut into batches of at most this many messages or
+/// payload bytes: subscribers' writers are woken (and counters published)
+/// at each cut, so a big read does not delay their first byte.
+const BATCH_MSGS: u64 = 2048;
+const BATCH_BYTES: u64 = 64 * 1024;
 
 /// Per-connection reader: owns the parser and the publish-side state.
 pub(super) struct Reader {
@@ -54,6 +68,8 @@ pub(super) struct Reader {
     pending_subs: Vec<ractor::concurrency::OneshotReceiver<()>>,
     batch_msgs: u64,
     batch_bytes: u64,
+    /// Messages this reader has queued for subscribers, ever.
+    delivered: u64,
 }
 
 /// Why the op loop stopped.
@@ -89,6 +105,7 @@ impl Reader {
             pending_subs: Vec::new(),
             batch_msgs: 0,
             batch_bytes: 0,
+            delivered: 0,
             shared,
             ctx,
         }
@@ -142,13 +159,19 @@ impl Reader {
             };
             // Adapt the read size like nats-server: grow while reads fill
             // the buffer, shrink when they do not, so idle connections stay small.
-            if n >= read_size && read_size < MAX_READ {
-                read_size *= 2;
-            } else if n < read_size / 2 && read_size > MIN_READ {
-                read_size /= 2;
-            }
+            let out_before = self.delivered;
             let stop = self.process(&mut buf).await;
             self.end_batch();
+            let max = if self.delivered == out_before {
+                MAX_INGEST_READ
+            } else {
+                MAX_READ
+            };
+            if n >= read_size && read_size < max {
+                read_size *= 2;
+            } else if (n < read_size / 2 && read_size > MIN_READ) || read_size > max {
+                read_size /= 2;
+            }
             if let Err(Stop::Close(reason)) = stop {
                 self.shared.close(reason);
                 break;
@@ -214,14 +237,8 @@ impl Reader {
                 return Err(Stop::Close(CloseReason::AuthenticationViolation));
             }
             match op {
-                ClientOp::Pub {
-                    subject,
-                    reply,
-                    headers,
-                    header_len,
-                    payload,
-                } => {
-                    if headers && !self.headers {
+                ClientOp::Pub(frame) => {
+                    if frame.headers() && !self.headers {
                         // HPUB from a client that did not negotiate headers.
                         return Err(Stop::Close(CloseReason::ProtocolViolation("HPUB")));
                     }
@@ -229,7 +246,10 @@ impl Reader {
                     // publish() sends the verbose +OK itself: nats-server
                     // sends it after a subject -ERR but before the message
                     // reaches any subscriber (the sender included).
-                    self.publish(subject, reply, headers, header_len, payload);
+                    self.publish(&frame);
+                    if self.batch_msgs >= BATCH_MSGS || self.batch_bytes >= BATCH_BYTES {
+                        self.end_batch();
+                    }
                     continue;
                 }
                 ClientOp::Sub {
@@ -479,11 +499,11 @@ impl Reader {
     }
 
     /// May this client publish to `subj`? Cached per subject.
-    fn may_publish(&mut self, subj: &Bytes) -> bool {
+    fn may_publish(&mut self, subj: &[u8]) -> bool {
         let Some(perms) = &self.perms else {
             return true;
         };
-        if let Some(&ok) = self.pub_allowed.get(&subj[..]) {
+        if let Some(&ok) = self.pub_allowed.get(subj) {
             return ok;
         }
         let ok = perms.can_publish(subj);
@@ -591,25 +611,19 @@ impl Reader {
         }
     }
 
-    fn publish(
-        &mut self,
-        subj: Bytes,
-        reply: Option<Bytes>,
-        has_headers: bool,
-        header_len: usize,
-        payload: Bytes,
-    ) {
+    fn publish(&mut self, frame: &PubFrame) {
+        let subj = frame.subject();
         self.batch_msgs += 1;
-        self.batch_bytes += payload.len() as u64;
-        if !self.may_publish(&subj) {
+        self.batch_bytes += frame.payload().len() as u64;
+        if !self.may_publish(subj) {
             let err = format!(
                 "-ERR 'Permissions Violation for Publish to \"{}\"'\r\n",
-                String::from_utf8_lossy(&subj)
+                String::from_utf8_lossy(subj)
             );
-            self.violation("Publish", &subj, &err);
+            self.violation("Publish", subj, &err);
             return;
         }
-        if !subject::valid_pub_subject(&subj, self.pedantic) {
+        if !subject::valid_pub_subject(subj, self.pedantic) {
             // Only a warning in nats-server: the message is still routed.
             self.reply(errors::INVALID_PUB_SUBJECT);
         }
@@ -620,7 +634,7 @@ impl Reader {
         // subscription in nats-server, not even `>`.
         if subj.first() == Some(&b'.')
             || subj.last() == Some(&b'.')
-            || memchr::memmem::find(&subj, b"..").is_some()
+            || memchr::memmem::find(subj, b"..").is_some()
         {
             return;
         }
@@ -630,10 +644,11 @@ impl Reader {
         let Some(account) = self.account.as_deref() else {
             return;
         };
+        let payload = frame.payload_bytes();
         let msg = Message {
-            subject: &subj,
-            reply: reply.as_deref(),
-            header_len: has_headers.then_some(header_len),
+            subject: subj,
+            reply: frame.reply(),
+            header_len: frame.headers().then_some(frame.header_len()),
             payload: &payload,
         };
         let origin = Origin::Client {
@@ -643,9 +658,9 @@ impl Reader {
         let delivered = deliver::publish(account, &mut self.cache, &msg, origin, &mut self.batch);
         if delivered == 0
             && self.no_responders
-            && let Some(reply) = &reply
+            && let Some(reply) = frame.reply()
         {
-            no_responders_reply(account, &self.shared, &mut self.batch, &subj, reply);
+            no_responders_reply(account, &self.shared, &mut self.batch, subj, reply);
         }
     }
 }
@@ -658,7 +673,7 @@ fn no_responders_reply(
     shared: &ConnShared,
     batch: &mut Batch,
     subj: &[u8],
-    reply: &Bytes,
+    reply: &[u8],
 ) {
     let result = account.router.lookup(reply);
     let own = result.psubs.iter().find(|s| {
@@ -701,6 +716,7 @@ impl Reader {
             self.batch_msgs = 0;
             self.batch_bytes = 0;
         }
+        self.delivered += out_msgs;
         if out_msgs > 0 {
             stats.out_msgs.fetch_add(out_msgs, Ordering::Relaxed);
             stats.out_bytes.fetch_add(out_bytes, Ordering::Relaxed);
@@ -720,22 +736,16 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 fn trace_op(shared: &ConnShared, op: &ClientOp) {
     let line = match op {
-        ClientOp::Pub {
-            subject,
-            reply,
-            headers,
-            header_len,
-            payload,
-        } => {
-            let s = String::from_utf8_lossy(subject);
-            let r = reply
-                .as_ref()
+        ClientOp::Pub(p) => {
+            let s = String::from_utf8_lossy(p.subject());
+            let r = p
+                .reply()
                 .map(|r| format!(" {}", String::from_utf8_lossy(r)))
                 .unwrap_or_default();
-            if *headers {
-                format!("HPUB {s}{r} {header_len} {}", payload.len())
+            if p.headers() {
+                format!("HPUB {s}{r} {} {}", p.header_len(), p.payload().len())
             } else {
-                format!("PUB {s}{r} {}", payload.len())
+                format!("PUB {s}{r} {}", p.payload().len())
             }
         }
         ClientOp::Sub {

@@ -133,7 +133,7 @@ impl ConnShared {
         // Closing must be visible before `subs` is drained (the reader
         // refuses new SUBs once it is); `close` may have returned early
         // while another thread's close is still about to cancel.
-        self.closing.cancel();
+        self.mark_closing();
         let subs: Vec<_> = self.subs.lock().drain().map(|(_, s)| s).collect();
         if let Some(acc) = self.account() {
             acc.router.unsubscribe(subs);

@@ -288,6 +288,9 @@ pub struct Outlet {
     /// select on it, so a close decided anywhere (a publisher detecting a
     /// slow consumer, a kick from the control path) reaches both at once.
     pub closing: CancellationToken,
+    /// Mirrors `closing` for the per-operation check on the hot path
+    /// (`CancellationToken::is_cancelled` takes a mutex).
+    closed: AtomicBool,
     close_reason: Mutex<Option<CloseReason>>,
 }
 
@@ -304,6 +307,7 @@ impl Outlet {
             expired: Mutex::new(Vec::new()),
             has_expired: AtomicBool::new(false),
             closing: CancellationToken::new(),
+            closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
         }
     }
@@ -317,8 +321,14 @@ impl Outlet {
         }
         *r = Some(reason);
         drop(r);
-        self.closing.cancel();
+        self.mark_closing();
         true
+    }
+
+    /// Signal the close (idempotent; `close` is the way to give a reason).
+    pub fn mark_closing(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.closing.cancel();
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
@@ -326,7 +336,7 @@ impl Outlet {
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 
     pub fn set_delivery_denies(&self, denies: Vec<Bytes>) {

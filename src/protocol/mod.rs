@@ -8,4 +8,4 @@ pub mod subject;
 #[cfg(test)]
 mod proptests;
 
-pub use parser::{ClientOp, Limits, Parser, ProtocolError};
+pub use parser::{ClientOp, Limits, Parser, ProtocolError, PubFrame};

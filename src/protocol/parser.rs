@@ -4,24 +4,20 @@
 //! `BytesMut` and calls [`Parser::next_op`] until it returns `Ok(None)`.
 //! Every subject, sid and payload it hands out is a zero-copy slice of the
 //! read buffer (`split_to` + `freeze`), so fan-out can clone one `Bytes`
-//! per subscriber instead of copying the payload.
+//! per subscriber instead of copying the payload. A PUB is handed out as
+//! one `Bytes` for its whole frame with the positions of its parts: every
+//! `Bytes` costs reference-count updates, and on a publish-heavy connection
+//! those were the largest cost of parsing.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// One complete operation sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOp {
     /// `CONNECT {json}`; the JSON is decoded by the connection.
     Connect(Bytes),
-    /// `PUB` or `HPUB`. For HPUB `header_len` is the size of the header
-    /// block at the start of `payload`; for PUB it is 0 and `headers` false.
-    Pub {
-        subject: Bytes,
-        reply: Option<Bytes>,
-        headers: bool,
-        header_len: usize,
-        payload: Bytes,
-    },
+    /// `PUB` or `HPUB`.
+    Pub(PubFrame),
     Sub {
         subject: Bytes,
         queue: Option<Bytes>,
@@ -69,22 +65,63 @@ impl Default for Limits {
     }
 }
 
-/// A PUB/HPUB whose control line is parsed but whose payload has not fully
-/// arrived yet. Kept so a large payload arriving over many reads does not
-/// reparse the line each time.
-#[derive(Debug)]
-struct PendingPub {
-    subject: Bytes,
-    reply: Option<Bytes>,
+/// A PUB or HPUB: the whole frame (control line, payload, CRLF) and where
+/// its parts are. For HPUB `header_len` is the size of the header block at
+/// the start of the payload; for PUB it is 0 and `headers` false.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubFrame {
+    frame: Bytes,
+    parts: PubParts,
+}
+
+/// Positions within a PUB frame (offsets from its first byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PubParts {
+    subject: (usize, usize),
+    reply: Option<(usize, usize)>,
     headers: bool,
     header_len: usize,
+    /// Length of the control line with its terminator: the payload starts here.
+    line_len: usize,
     size: usize,
+}
+
+impl PubFrame {
+    pub fn subject(&self) -> &[u8] {
+        let (a, b) = self.parts.subject;
+        &self.frame[a..b]
+    }
+
+    pub fn reply(&self) -> Option<&[u8]> {
+        self.parts.reply.map(|(a, b)| &self.frame[a..b])
+    }
+
+    pub fn headers(&self) -> bool {
+        self.parts.headers
+    }
+
+    pub fn header_len(&self) -> usize {
+        self.parts.header_len
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.frame[self.parts.line_len..self.parts.line_len + self.parts.size]
+    }
+
+    /// The payload (headers included) as a `Bytes` sharing the frame.
+    pub fn payload_bytes(&self) -> Bytes {
+        self.frame
+            .slice(self.parts.line_len..self.parts.line_len + self.parts.size)
+    }
 }
 
 #[derive(Debug)]
 pub struct Parser {
     limits: Limits,
-    pending: Option<PendingPub>,
+    /// A PUB whose control line is parsed (and still at the front of the
+    /// buffer) but whose payload has not fully arrived: a large payload
+    /// arriving over many reads is not reparsed each time.
+    pending: Option<PubParts>,
 }
 
 impl Parser {
@@ -103,7 +140,7 @@ impl Parser {
     /// connection can size its next read (0 when unknown).
     pub fn needed(&self, buf: &BytesMut) -> usize {
         match &self.pending {
-            Some(p) => (p.size + 2).saturating_sub(buf.len()),
+            Some(p) => (p.line_len + p.size + 2).saturating_sub(buf.len()),
             None => 0,
         }
     }
@@ -111,17 +148,8 @@ impl Parser {
     /// Take the next complete operation from `buf`. `Ok(None)` means more
     /// bytes are needed; nothing is consumed from a partial operation.
     pub fn next_op(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, ProtocolError> {
-        if let Some(p) = &self.pending {
-            if buf.len() < p.size + 2 {
-                // nats-server rejects a wrong byte after the payload as soon
-                // as it arrives, without waiting for a second one.
-                if buf.len() > p.size && buf[p.size] != b'\r' {
-                    return Err(ProtocolError::BadPayload);
-                }
-                return Ok(None);
-            }
-            let p = self.pending.take().expect("checked above");
-            return take_payload(buf, p).map(Some);
+        if let Some(p) = self.pending {
+            return self.take_pub(buf, p);
         }
         let Some(nl) = memchr::memchr(b'\n', buf) else {
             // Like nats-server's byte-at-a-time parser: an op name that
@@ -155,27 +183,43 @@ impl Parser {
         if args_len(&buf[..end]) > self.limits.max_control_line {
             return Err(ProtocolError::MaxControlLine);
         }
-        let line = buf.split_to(nl + 1).freeze().slice(..end);
-        if line.first().copied().is_some_and(is_space) {
+        if buf.first().copied().is_some_and(is_space) {
             // nats-server allows no blanks before the op name.
             return Err(ProtocolError::UnknownOp);
         }
-        let (op, rest) = split_op(&line);
+        let (op, rest) = split_op(&buf[..end]);
         // nats-server's parser needs a blank after PUB, HPUB, SUB and UNSUB:
         // without one (`SUB\r\n`) the op itself is unknown, while a blank
         // followed by bad arguments is an argument error.
-        let has_args = line.len() > op.len();
+        let has_args = end > op.len();
+        if (3..=5).contains(&op.len())
+            && !has_args
+            && [&b"PUB"[..], b"HPUB", b"SUB", b"UNSUB"]
+                .iter()
+                .any(|o| eq_ic(op, o))
+        {
+            return Err(ProtocolError::UnknownOp);
+        }
+        // PUB is parsed in place: its frame leaves the buffer in one piece
+        // once its payload is there.
+        let pub_kind = match op.len() {
+            3 if eq_ic(op, b"PUB") => Some(false),
+            4 if eq_ic(op, b"HPUB") => Some(true),
+            _ => None,
+        };
+        if let Some(headers) = pub_kind {
+            // `rest` borrows from the line (or is empty).
+            let rest_at = if rest.is_empty() {
+                end
+            } else {
+                rest.as_ptr() as usize - buf.as_ptr() as usize
+            };
+            let parts = self.parse_pub(&buf[..end], rest_at, nl + 1, headers)?;
+            return self.take_pub(buf, parts);
+        }
+        let line = buf.split_to(nl + 1).freeze().slice(..end);
+        let (op, rest) = split_op(&line);
         let op = match op.len() {
-            3..=5
-                if !has_args
-                    && [&b"PUB"[..], b"HPUB", b"SUB", b"UNSUB"]
-                        .iter()
-                        .any(|o| eq_ic(op, o)) =>
-            {
-                return Err(ProtocolError::UnknownOp);
-            }
-            3 if eq_ic(op, b"PUB") => return self.parse_pub(&line, rest, false, buf),
-            4 if eq_ic(op, b"HPUB") => return self.parse_pub(&line, rest, true, buf),
             3 if eq_ic(op, b"SUB") => parse_sub(&line, rest)?,
             5 if eq_ic(op, b"UNSUB") => parse_unsub(&line, rest)?,
             // nats-server checks only the first four letters: `PINGX` is a PING.
@@ -197,16 +241,18 @@ impl Parser {
         Ok(Some(op))
     }
 
+    /// Parse a PUB/HPUB control line (`line`, without its terminator;
+    /// the arguments start at `rest_at`, the payload at `line_len`).
     fn parse_pub(
-        &mut self,
-        line: &Bytes,
-        rest: &[u8],
+        &self,
+        line: &[u8],
+        rest_at: usize,
+        line_len: usize,
         headers: bool,
-        buf: &mut BytesMut,
-    ) -> Result<Option<ClientOp>, ProtocolError> {
+    ) -> Result<PubParts, ProtocolError> {
         let name = if headers { "HPUB" } else { "PUB" };
         let mut args: [&[u8]; 4] = [&[]; 4];
-        let n = split_args(rest, &mut args).ok_or(ProtocolError::BadArgs(name))?;
+        let n = split_args(&line[rest_at..], &mut args).ok_or(ProtocolError::BadArgs(name))?;
         // PUB subject [reply] size ; HPUB subject [reply] hdr_size total_size
         let (subject, reply, hdr, size) = match (headers, n) {
             (false, 2) => (args[0], None, None, args[1]),
@@ -232,37 +278,45 @@ impl Parser {
                 max: self.limits.max_payload,
             });
         }
-        let p = PendingPub {
-            subject: line.slice_ref(subject),
-            reply: reply.map(|r| line.slice_ref(r)),
+        // Positions of the argument slices within the line.
+        let at = |a: &[u8]| {
+            let start = a.as_ptr() as usize - line.as_ptr() as usize;
+            (start, start + a.len())
+        };
+        Ok(PubParts {
+            subject: at(subject),
+            reply: reply.map(at),
             headers,
             header_len,
+            line_len,
             size,
-        };
-        if buf.len() < size + 2 {
-            if buf.len() > size && buf[size] != b'\r' {
+        })
+    }
+
+    /// Hand out the PUB whose line is at the front of `buf` once its
+    /// payload and CRLF are there; remember it otherwise.
+    fn take_pub(
+        &mut self,
+        buf: &mut BytesMut,
+        p: PubParts,
+    ) -> Result<Option<ClientOp>, ProtocolError> {
+        let end = p.line_len + p.size;
+        if buf.len() < end + 2 {
+            // nats-server rejects a wrong byte after the payload as soon
+            // as it arrives, without waiting for a second one.
+            if buf.len() > end && buf[end] != b'\r' {
                 return Err(ProtocolError::BadPayload);
             }
             self.pending = Some(p);
             return Ok(None);
         }
-        take_payload(buf, p).map(Some)
+        self.pending = None;
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(ProtocolError::BadPayload);
+        }
+        let frame = buf.split_to(end + 2).freeze();
+        Ok(Some(ClientOp::Pub(PubFrame { frame, parts: p })))
     }
-}
-
-fn take_payload(buf: &mut BytesMut, p: PendingPub) -> Result<ClientOp, ProtocolError> {
-    let payload = buf.split_to(p.size).freeze();
-    if &buf[..2] != b"\r\n" {
-        return Err(ProtocolError::BadPayload);
-    }
-    buf.advance(2);
-    Ok(ClientOp::Pub {
-        subject: p.subject,
-        reply: p.reply,
-        headers: p.headers,
-        header_len: p.header_len,
-        payload,
-    })
 }
 
 fn parse_sub(line: &Bytes, rest: &[u8]) -> Result<ClientOp, ProtocolError> {
@@ -418,26 +472,21 @@ mod tests {
             ops[0],
             ClientOp::Connect(Bytes::from_static(b"{\"verbose\":false}"))
         );
-        assert_eq!(
-            ops[1],
-            ClientOp::Pub {
-                subject: Bytes::from_static(b"foo"),
-                reply: None,
-                headers: false,
-                header_len: 0,
-                payload: Bytes::from_static(b"hello")
+        match &ops[1] {
+            ClientOp::Pub(p) => {
+                assert_eq!(p.subject(), b"foo");
+                assert_eq!(p.reply(), None);
+                assert!(!p.headers());
+                assert_eq!(p.header_len(), 0);
+                assert_eq!(p.payload(), b"hello");
             }
-        );
+            other => panic!("unexpected {other:?}"),
+        }
         match &ops[3] {
-            ClientOp::Pub {
-                headers,
-                header_len,
-                payload,
-                ..
-            } => {
-                assert!(*headers);
-                assert_eq!(*header_len, 12);
-                assert_eq!(&payload[..], b"NATS/1.0\r\n\r\nhi");
+            ClientOp::Pub(p) => {
+                assert!(p.headers());
+                assert_eq!(p.header_len(), 12);
+                assert_eq!(p.payload(), b"NATS/1.0\r\n\r\nhi");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -472,7 +521,7 @@ mod tests {
         buf.extend_from_slice(b"d\r\nPING\r\n");
         assert!(matches!(
             p.next_op(&mut buf).unwrap(),
-            Some(ClientOp::Pub { .. })
+            Some(ClientOp::Pub(_))
         ));
         assert_eq!(p.next_op(&mut buf).unwrap(), Some(ClientOp::Ping));
         assert!(buf.is_empty());

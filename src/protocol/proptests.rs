@@ -55,7 +55,7 @@ proptest! {
         buf.extend_from_slice(&frame[cut..]);
         if got.is_none() { got = p.next_op(&mut buf).unwrap(); }
         match got {
-            Some(ClientOp::Pub { payload: pl, .. }) => prop_assert_eq!(&pl[..], &payload[..]),
+            Some(ClientOp::Pub(p)) => prop_assert_eq!(p.payload(), &payload[..]),
             other => prop_assert!(false, "unexpected {:?}", other),
         }
     }
