@@ -527,14 +527,14 @@ async fn slow_consumer_matches_nats_server() {
         let (publisher_lines, _) = publisher.ping_collect().await;
         // The subscriber gets messages then EOF.
         let (bytes, end) = stuck.read_to_end(TIMEOUT).await;
-        vec![
-            format!("{publisher_lines:?}"),
-            format!("{end:?}"),
-            // Deliberately not compared: rnats tells a slow consumer why
-            // (`-ERR 'Slow Consumer'`, when its socket has room), while
-            // nats-server closes it silently. See limits.rs.
-            format!("got the whole flood: {}", bytes.len() >= 3000 * 1000),
-        ]
+        // Deliberately not compared: how much of the flood the stuck
+        // client gets before the close. nats-server stalls the publisher
+        // and lets the kernel buffers absorb what they can; rnats cuts the
+        // client once its pending bytes pass max_pending (after pacing the
+        // publisher briefly), and says why (`-ERR 'Slow Consumer'`, when
+        // its socket has room). See limits.rs and the README.
+        let _ = bytes;
+        vec![format!("{publisher_lines:?}"), format!("{end:?}")]
     })
     .await;
 }

@@ -511,3 +511,59 @@ async fn a_client_that_keeps_sending_is_not_stale() {
     );
     server.shutdown().await;
 }
+
+/// A subscriber that reads, only more slowly than its publisher writes, is
+/// not cut as a slow consumer: the publisher is paced by it (briefly
+/// paused while the subscriber's queue is over three quarters of
+/// max_pending), and every message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_subscriber_paces_its_publisher_instead_of_being_cut() {
+    let server = start(rnats::Options {
+        max_pending: 128 * 1024,
+        max_payload: 64 * 1024,
+        ..opts()
+    })
+    .await;
+    let addr = server.client_addr();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Raw::from_stream(socket.connect(addr).await.unwrap());
+    slow.line().await.expect("INFO");
+    slow.send(format!("CONNECT {CONNECT}\r\nSUB pace 1\r\n").as_bytes())
+        .await;
+    slow.ping_collect().await;
+    // 2,000 x 1 KiB: 16 times max_pending, published in one burst.
+    let mut publisher = Raw::handshake(addr, CONNECT).await;
+    let mut msg = b"PUB pace 1024\r\n".to_vec();
+    msg.extend(std::iter::repeat_n(b'p', 1024));
+    msg.extend_from_slice(b"\r\n");
+    let burst = msg.repeat(2000);
+    let send = tokio::spawn(async move {
+        publisher.send(&burst).await;
+        publisher.ping_collect().await;
+    });
+    // Read 8 KiB at a time with a pause: slower than the burst arrives.
+    use tokio::io::AsyncReadExt;
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 8192];
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let want = 2000 * (1024 + "MSG pace 1 1024\r\n\r\n".len());
+    while got < want && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(TIMEOUT, slow.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                assert!(
+                    !String::from_utf8_lossy(&chunk[..n]).contains("-ERR"),
+                    "cut off: {}",
+                    String::from_utf8_lossy(&chunk[..n])
+                );
+                got += n;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+    assert_eq!(got, want, "every message arrives");
+    send.await.unwrap();
+    assert_eq!(server.ctx.stats.slow_consumers.load(Ordering::Relaxed), 0);
+    server.shutdown().await;
+}

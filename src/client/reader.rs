@@ -250,6 +250,16 @@ impl Reader {
                     if self.batch_msgs >= BATCH_MSGS || self.batch_bytes >= BATCH_BYTES {
                         self.end_batch();
                     }
+                    // Paced by a subscriber that falls behind: wake its
+                    // writer and give it a moment (not for our own
+                    // replies: a client that does not read its own PONGs
+                    // is its own problem).
+                    if let Some(o) = self.batch.take_pacing()
+                        && !Arc::ptr_eq(&o, &self.shared.outlet)
+                    {
+                        self.end_batch();
+                        o.out.pace().await;
+                    }
                     continue;
                 }
                 ClientOp::Sub {

@@ -59,6 +59,9 @@ pub struct Batch {
     pub out_msgs: u64,
     pub out_bytes: u64,
     pub slow_consumers: u64,
+    /// A subscriber whose queue is deep enough that the publisher should
+    /// pause after this batch (`Outbound::pace`).
+    pace: Option<Arc<Outlet>>,
 }
 
 impl Batch {
@@ -67,9 +70,13 @@ impl Batch {
         match r {
             Enqueued::NeedsSignal => {
                 self.wake.push(outlet.clone());
+                self.check_pacing(outlet);
                 true
             }
-            Enqueued::Queued => true,
+            Enqueued::Queued => {
+                self.check_pacing(outlet);
+                true
+            }
             Enqueued::SlowConsumer => {
                 if outlet.close(CloseReason::SlowConsumerPendingBytes) {
                     self.slow_consumers += 1;
@@ -84,6 +91,17 @@ impl Batch {
             }
             Enqueued::Closed => false,
         }
+    }
+
+    fn check_pacing(&mut self, outlet: &Arc<Outlet>) {
+        if self.pace.is_none() && outlet.out.wants_pacing() {
+            self.pace = Some(outlet.clone());
+        }
+    }
+
+    /// The subscriber the publisher should wait for, if any (taken).
+    pub fn take_pacing(&mut self) -> Option<Arc<Outlet>> {
+        self.pace.take()
     }
 
     /// Wake every writer that has something new; returns the counters

@@ -12,7 +12,8 @@
 //! engine do not depend on the modules that own sockets.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
@@ -24,6 +25,18 @@ use tokio_util::sync::CancellationToken;
 /// socket write stays one contiguous buffer.
 const COPY_THRESHOLD: usize = 2048;
 
+/// A publisher that has just queued to a subscriber with more than this
+/// pending (or three quarters of its `max_pending`, if less) pauses
+/// briefly until that subscriber's writer drains below half of it: a fast
+/// producer is paced by its consumers instead of filling their queues,
+/// which keeps latency under a flood close to what the network allows and
+/// keeps a subscriber that is merely slower than its publisher from being
+/// cut as a slow consumer (nats-server stalls fast producers too).
+pub const STALL_AT: usize = 1024 * 1024;
+/// The longest one pause lasts.
+pub const STALL_MAX: Duration = Duration::from_millis(5);
+/// Pauses without any progress after which a queue counts as stuck.
+const STUCK_AFTER: usize = 20;
 /// Why a connection closed, as /connz and the logs name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
@@ -102,6 +115,17 @@ pub struct Outbound {
     inner: Mutex<OutBuf>,
     notify: Notify,
     max_pending: usize,
+    /// Pending bytes past which publishers pause (see `STALL_AT`).
+    stall_at: usize,
+    /// `pending`, readable without the lock (for pacing decisions).
+    pending_hint: AtomicUsize,
+    /// Publishers waiting for this queue to drain.
+    drained: Notify,
+    drain_wanted: AtomicBool,
+    /// Pauses in a row for this queue that saw no progress at all. Past
+    /// `STUCK_AFTER` its reader is taken to be stuck and nobody waits for
+    /// it again until its writer writes.
+    idle_pauses: AtomicUsize,
 }
 
 impl Outbound {
@@ -118,6 +142,43 @@ impl Outbound {
             }),
             notify: Notify::new(),
             max_pending,
+            stall_at: STALL_AT.min(max_pending / 4 * 3),
+            pending_hint: AtomicUsize::new(0),
+            drained: Notify::new(),
+            drain_wanted: AtomicBool::new(false),
+            idle_pauses: AtomicUsize::new(0),
+        }
+    }
+
+    /// Is this queue deep enough that its publisher should pause?
+    pub fn wants_pacing(&self) -> bool {
+        self.pending_hint.load(Ordering::Relaxed) > self.stall_at
+            && self.idle_pauses.load(Ordering::Relaxed) < STUCK_AFTER
+    }
+
+    /// Pause (at most `STALL_MAX`) until the queue drains below half of
+    /// its pacing threshold. A queue that does not move through
+    /// `STUCK_AFTER` pauses in a row is taken to be stuck, so a subscriber
+    /// that stopped reading slows its publishers by at most
+    /// `STUCK_AFTER * STALL_MAX` and is then cut at `max_pending`.
+    pub async fn pace(&self) {
+        let start = self.pending_hint.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + STALL_MAX;
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            self.drain_wanted.store(true, Ordering::Release);
+            if self.pending_hint.load(Ordering::Relaxed) <= self.stall_at / 2 {
+                return;
+            }
+            tokio::select! {
+                _ = &mut drained => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        if self.pending_hint.load(Ordering::Relaxed) >= start {
+            self.idle_pauses.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -156,6 +217,7 @@ impl Outbound {
         }
         o.cur.extend_from_slice(b"\r\n");
         o.pending += total;
+        self.pending_hint.store(o.pending, Ordering::Relaxed);
         o.out_msgs += 1;
         o.out_bytes += payload.len() as u64;
         Self::mark(&mut o)
@@ -170,6 +232,7 @@ impl Outbound {
         }
         o.cur.extend_from_slice(data);
         o.pending += data.len();
+        self.pending_hint.store(o.pending, Ordering::Relaxed);
         Self::mark(&mut o)
     }
 
@@ -216,8 +279,18 @@ impl Outbound {
     }
 
     pub fn written(&self, n: usize) {
-        let mut o = self.inner.lock();
-        o.pending = o.pending.saturating_sub(n);
+        let pending = {
+            let mut o = self.inner.lock();
+            o.pending = o.pending.saturating_sub(n);
+            self.pending_hint.store(o.pending, Ordering::Relaxed);
+            o.pending
+        };
+        if n > 0 {
+            self.idle_pauses.store(0, Ordering::Relaxed);
+        }
+        if pending <= self.stall_at / 2 && self.drain_wanted.swap(false, Ordering::AcqRel) {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Stop accepting messages but keep what is queued, so the writer's
@@ -234,6 +307,8 @@ impl Outbound {
         o.segs = Vec::new();
         o.cur = BytesMut::new();
         o.pending = 0;
+        self.pending_hint.store(0, Ordering::Relaxed);
+        self.drained.notify_waiters();
     }
 
     pub fn pending(&self) -> usize {
