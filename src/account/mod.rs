@@ -81,11 +81,6 @@ impl Accounts {
         })
     }
 
-    /// The name of the account a client lands in when nothing names one.
-    pub fn default_name(&self) -> &'static str {
-        GLOBAL_ACCOUNT
-    }
-
     pub fn get(&self, name: &str) -> Option<Arc<Account>> {
         self.map.read().get(name).cloned()
     }

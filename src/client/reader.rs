@@ -251,9 +251,9 @@ impl Reader {
                         self.end_batch();
                     }
                     // Paced by a subscriber that falls behind: wake its
-                    // writer and give it a moment (not for our own
-                    // replies: a client that does not read its own PONGs
-                    // is its own problem).
+                    // writer and give it a moment (never for this
+                    // connection itself: a client that does not read what
+                    // it sends itself is its own problem).
                     if let Some(o) = self.batch.take_pacing()
                         && !Arc::ptr_eq(&o, &self.shared.outlet)
                     {
@@ -294,7 +294,7 @@ impl Reader {
     /// Queue a reply to this client; its writer is woken at the batch end.
     fn reply(&mut self, data: &[u8]) {
         let r = self.shared.out.push_raw(data);
-        self.batch.queued(&self.shared.outlet, r);
+        self.batch.replied(&self.shared.outlet, r);
     }
 
     fn protocol_error(&mut self, e: ProtocolError) -> Stop {

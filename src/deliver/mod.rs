@@ -93,6 +93,14 @@ impl Batch {
         }
     }
 
+    /// Note a protocol reply (PONG, +OK, -ERR) queued for the publisher's
+    /// own connection: it needs a wake-up, and never paces anyone.
+    pub fn replied(&mut self, outlet: &Arc<Outlet>, r: Enqueued) {
+        if r == Enqueued::NeedsSignal {
+            self.wake.push(outlet.clone());
+        }
+    }
+
     fn check_pacing(&mut self, outlet: &Arc<Outlet>) {
         if self.pace.is_none() && outlet.out.wants_pacing() {
             self.pace = Some(outlet.clone());

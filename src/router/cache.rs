@@ -54,10 +54,6 @@ pub(crate) struct SharedCache {
 }
 
 impl SharedCache {
-    pub(crate) fn len(&self) -> usize {
-        self.map.lock().len()
-    }
-
     /// The valid entry for `subject`, computing it with `lookup` on a miss.
     pub(crate) fn get_or_insert(
         &self,
@@ -164,10 +160,5 @@ impl LookupCache {
                 self.map.insert(Bytes::copy_from_slice(subject), e);
             }
         }
-    }
-
-    /// Forget everything (the connection moved to another account).
-    pub fn clear(&mut self) {
-        self.map.clear();
     }
 }

@@ -397,11 +397,6 @@ impl Router {
     pub fn count(&self) -> usize {
         self.shards.iter().map(|s| s.index.read().count()).sum()
     }
-
-    /// Entries in the account's shared lookup cache (for /subsz).
-    pub fn cache_len(&self) -> usize {
-        self.cache.len()
-    }
 }
 
 #[cfg(test)]

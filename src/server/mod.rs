@@ -462,11 +462,6 @@ impl Server {
             }
         }
     }
-
-    /// Has the server stopped (shutdown, or its supervision tree gave up)?
-    pub fn is_done(&self) -> bool {
-        self.done.is_finished()
-    }
 }
 
 /// After a reload, authenticate every client again with the credentials it
