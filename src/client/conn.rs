@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::reader::Reader;
@@ -31,8 +30,7 @@ use crate::outbound::CloseReason;
 use crate::server::ServerContext;
 use crate::supervision::{TaskGuard, panic_message};
 
-pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
-pub type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+pub use super::socket::{BoxRead, BoxWrite, ReadSide, TcpWrite};
 
 /// Control messages a connection's reader acts on.
 pub enum ConnCtl {
@@ -61,7 +59,7 @@ pub struct ConnActor;
 pub struct ConnArgs {
     pub shared: Arc<ConnShared>,
     pub ctx: Arc<ServerContext>,
-    pub reader: BoxRead,
+    pub reader: ReadSide,
     pub writer: BoxWrite,
     /// INFO already went out (before a TLS handshake, or queued inside it).
     pub info_sent: bool,

@@ -5,6 +5,7 @@
 pub mod conn;
 mod reader;
 pub mod shared;
+mod socket;
 pub mod supervisor;
 mod writer;
 

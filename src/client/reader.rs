@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::conn::{BoxRead, ConnCtl, errors};
+use super::conn::{ConnCtl, ReadSide, errors};
 use super::shared::{ConnShared, Credentials};
 use crate::account::Account;
 use crate::deliver::{self, Batch, Origin};
@@ -111,7 +110,7 @@ impl Reader {
         }
     }
 
-    pub(super) async fn run(mut self, mut rd: BoxRead, mut ctl: mpsc::Receiver<ConnCtl>) {
+    pub(super) async fn run(mut self, mut rd: ReadSide, mut ctl: mpsc::Receiver<ConnCtl>) {
         let auth_deadline = Instant::now() + self.ctx.opts().auth_timeout;
         let mut buf = BytesMut::with_capacity(MIN_READ);
         let mut read_size = MIN_READ;

@@ -18,7 +18,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::conn::{BoxRead, BoxWrite, ConnActor, ConnArgs, ConnCtl, ConnMsg, errors};
+use super::conn::{BoxWrite, ConnActor, ConnArgs, ConnCtl, ConnMsg, ReadSide, TcpWrite, errors};
 use super::shared::ConnShared;
 use crate::auth::Admission;
 use crate::outbound::CloseReason;
@@ -228,9 +228,19 @@ impl ClientSupervisor {
             tokio::spawn(secure(ctx.clone(), tls, shared, stream, myself));
             return;
         }
-        let (rd, wr) = stream.into_split();
-        self.start_actor(myself, st, shared, Box::new(rd), Box::new(wr), false)
-            .await;
+        // Shared, not split: publishers may flush to it in place.
+        let stream = Arc::new(stream);
+        shared.out.set_direct(stream.clone());
+        let reader = ReadSide::Tcp(stream.clone());
+        self.start_actor(
+            myself,
+            st,
+            shared,
+            reader,
+            Box::new(TcpWrite(stream)),
+            false,
+        )
+        .await;
     }
 
     async fn start_actor(
@@ -238,7 +248,7 @@ impl ClientSupervisor {
         myself: ActorRef<ClientSupMsg>,
         st: &mut ClientSupState,
         shared: Arc<ConnShared>,
-        reader: BoxRead,
+        reader: ReadSide,
         writer: BoxWrite,
         info_sent: bool,
     ) {
@@ -267,7 +277,7 @@ impl ClientSupervisor {
 /// A connection whose TLS handshake succeeded.
 pub struct Secured {
     shared: Arc<ConnShared>,
-    reader: BoxRead,
+    reader: ReadSide,
     writer: BoxWrite,
 }
 
@@ -348,7 +358,7 @@ async fn secure(
     let (rd, wr) = tokio::io::split(tls_stream);
     let sec = Secured {
         shared,
-        reader: Box::new(rd),
+        reader: ReadSide::Stream(Box::new(rd)),
         writer: Box::new(wr),
     };
     // With handshake_first the actor sends INFO, now inside TLS.
@@ -376,7 +386,7 @@ impl Secured {
     fn closed(shared: Arc<ConnShared>) -> Secured {
         Secured {
             shared,
-            reader: Box::new(tokio::io::empty()),
+            reader: ReadSide::Stream(Box::new(tokio::io::empty())),
             writer: Box::new(tokio::io::sink()),
         }
     }

@@ -49,6 +49,10 @@ impl Origin<'_> {
     }
 }
 
+/// At most this many connections are flushed in place at the end of a
+/// batch (see `Batch::finish`).
+const DIRECT_FLUSH_MAX: usize = 2;
+
 /// Writers to wake and counters, accumulated over one read batch.
 #[derive(Default)]
 pub struct Batch {
@@ -62,6 +66,8 @@ pub struct Batch {
     /// A subscriber whose queue is deep enough that the publisher should
     /// pause after this batch (`Outbound::pace`).
     pace: Option<Arc<Outlet>>,
+    /// Reused by in-place flushes (`Outbound::flush_direct`).
+    scratch: Vec<Bytes>,
 }
 
 impl Batch {
@@ -112,11 +118,19 @@ impl Batch {
         self.pace.take()
     }
 
-    /// Wake every writer that has something new; returns the counters
-    /// (out_msgs, out_bytes, slow_consumers) and resets them.
+    /// Flush every queue that has something new, in place where its
+    /// writer is idle and its socket takes the bytes now, else by waking
+    /// its writer; returns the counters (out_msgs, out_bytes,
+    /// slow_consumers) and resets them.
     pub fn finish(&mut self) -> (u64, u64, u64) {
+        // A batch that reached many connections leaves the writing to their
+        // writer tasks, which run beside this one on other workers; a
+        // publisher writing to all of them itself would serialise it.
+        let direct = self.wake.len() <= DIRECT_FLUSH_MAX;
         for o in self.wake.drain(..) {
-            o.out.signal();
+            if !(direct && o.out.flush_direct(&mut self.scratch)) {
+                o.out.signal();
+            }
         }
         let c = (self.out_msgs, self.out_bytes, self.slow_consumers);
         self.out_msgs = 0;
