@@ -166,3 +166,95 @@ async fn sigusr2_runs_lame_duck_then_exits() {
     assert!(status.success(), "{status:?}");
     p.wait_log("Entering lame duck mode").await;
 }
+
+/// nats-py's client, driven by a script: it connects to A then B (in that
+/// order), subscribes, reports "ready", then "ldm" when its
+/// `lame_duck_mode_cb` fires and "moved <port>" once it is connected to B
+/// with its subscription working there.
+const NATS_PY_SCRIPT: &str = r#"
+import asyncio, sys
+import nats
+
+async def main(a, b):
+    ldm = asyncio.Event()
+    async def on_ldm():
+        ldm.set()
+    nc = await nats.connect(servers=[a, b], dont_randomize=True,
+                            lame_duck_mode_cb=on_ldm, reconnect_time_wait=0.1,
+                            max_reconnect_attempts=50)
+    got = asyncio.Queue()
+    async def on_msg(m):
+        await got.put(m.data)
+    await nc.subscribe("work", cb=on_msg)
+    await nc.flush()
+    print("ready", flush=True)
+    await asyncio.wait_for(ldm.wait(), 10)
+    print("ldm", flush=True)
+    for _ in range(200):
+        if nc.is_connected and nc.connected_url.port == int(b.rsplit(":", 1)[1]):
+            break
+        await asyncio.sleep(0.05)
+    await nc.flush()
+    await nc.publish("work", b"on b")
+    data = await asyncio.wait_for(got.get(), 10)
+    assert data == b"on b", data
+    print("moved", nc.connected_url.port, flush=True)
+    await nc.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+
+fn nats_py_available() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import nats"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_lame_duck_callback_fires_and_it_moves() {
+    if !nats_py_available() {
+        eprintln!("SKIPPED: nats-py is not installed (pip install nats-py)");
+        return;
+    }
+    use tokio::io::AsyncBufReadExt;
+    let a = std::sync::Arc::new(start(ldm_opts()).await);
+    let b = start_default().await;
+    let mut child = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            NATS_PY_SCRIPT,
+            &format!("nats://{}", a.client_addr()),
+            &format!("nats://{}", b.client_addr()),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || {
+        tokio::time::timeout(TIMEOUT * 2, lines.next_line())
+            .await
+            .expect("the nats-py script answers in time")
+            .expect("stdout readable")
+            .unwrap_or_default()
+    };
+    assert_eq!(next().await, "ready");
+    let runner = tokio::spawn({
+        let a = a.clone();
+        async move { a.lame_duck().await }
+    });
+    assert_eq!(next().await, "ldm", "nats-py's lame_duck_mode_cb fired");
+    assert_eq!(
+        next().await,
+        format!("moved {}", b.client_addr().port()),
+        "nats-py reconnected to B with its subscription"
+    );
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("script exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    runner.await.unwrap();
+    b.shutdown().await;
+}
