@@ -1391,6 +1391,39 @@ async fn reload_with_new_certificates_keeps_existing_tls_connections() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_pinned_certs_drops_clients_whose_certificate_is_not_pinned() {
+    // nats-server re-checks pinned_certs on reload and disconnects the
+    // clients whose certificate is no longer in the list.
+    let pki = Pki::new("pin-reload");
+    let server = start(with_tls(pki.verify())).await;
+    let addr = server.client_addr();
+    let ca = &pki.pki.ca.cert_pem;
+    let bob = pki.issue_client("bob", None, -1, 30);
+    let mut alice_c = tls_client(
+        addr,
+        client_config(ca, Some(&pki.pki.client), ALL_VERSIONS),
+        CONNECT,
+    )
+    .await;
+    let mut bob_c = tls_client(addr, client_config(ca, Some(&bob), ALL_VERSIONS), CONNECT).await;
+    let alice_pin = rnats::tls::spki_sha256_hex(&certs(&pki.pki.client.cert_pem)[0]).unwrap();
+
+    let mut pinned = pki.verify();
+    pinned.pinned_certs = vec![alice_pin];
+    server.reload(with_tls(pinned)).expect("reload");
+
+    let got = bob_c.expect_closed().await;
+    assert_eq!(got, format!("{AUTH_VIOLATION}\r\n"));
+    let (lines, _) = alice_c.ping_collect().await;
+    assert!(lines.is_empty(), "the pinned client stays: {lines:?}");
+    assert_eventually(|| server.ctx.conns.len() == 1, TIMEOUT, "only alice left").await;
+    // A new connection with the unpinned certificate is refused too.
+    let o = tls_attempt(addr, client_config(ca, Some(&bob), ALL_VERSIONS), CONNECT).await;
+    assert!(is_refused(&o), "unpinned certificate: {o:?}");
+    server.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // Audit trail (the real binary: the audit events go to its log file).
 

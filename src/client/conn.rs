@@ -39,8 +39,17 @@ pub enum ConnCtl {
         reason: CloseReason,
         err: Option<&'static [u8]>,
     },
-    /// New permissions (configuration reload); None allows everything.
-    Permissions(Option<Arc<crate::auth::Permissions>>),
+    /// New permissions from the re-check after configuration reload
+    /// `generation`; None allows everything. Ignored when the connection
+    /// already holds a verdict of a newer generation.
+    Permissions {
+        perms: Option<Arc<crate::auth::Permissions>>,
+        generation: u64,
+    },
+    /// The credentials failed the re-check after configuration reload
+    /// `generation`: close with 'Authorization Violation' (unless a newer
+    /// generation already admitted the connection).
+    Revoke { generation: u64 },
     /// The credentials stop being valid at this instant.
     ExpireAt(tokio::time::Instant),
     /// An asynchronous INFO line (lame duck mode, cluster changes).
@@ -151,17 +160,25 @@ impl Actor for ConnActor {
                 state.shared.close(CloseReason::Crashed);
                 return Err(format!("connection {which} panicked: {why}").into());
             }
-            ConnMsg::Control(c) => {
-                if let Err(mpsc::error::TrySendError::Full(ConnCtl::Kick { reason, err })) =
-                    state.ctl.try_send(c)
-                {
-                    // The reader is not taking control messages: close
-                    // from here (reader and writer watch the token).
-                    if let Some(err) = err {
-                        state.shared.out.push_raw(err);
-                    }
-                    state.shared.close(reason);
+            // Closes act at once, from here: the reader and writer watch
+            // the token, and the reader stops before its next operation
+            // instead of after the rest of its read buffer.
+            ConnMsg::Control(ConnCtl::Kick { reason, err }) => {
+                if let Some(err) = err {
+                    state.shared.out.push_raw(err);
                 }
+                state.shared.close(reason);
+            }
+            ConnMsg::Control(ConnCtl::Revoke { generation }) => {
+                if state.shared.revoked_by(generation) {
+                    state.shared.out.push_raw(errors::AUTH_VIOLATION);
+                    state.shared.close(CloseReason::AuthenticationViolation);
+                }
+            }
+            ConnMsg::Control(c) => {
+                // A full channel means the reader is stuck; what it would
+                // apply (permissions, an INFO) no longer matters then.
+                let _ = state.ctl.try_send(c);
             }
             ConnMsg::InjectPanic => panic!("injected fault in cid {}", state.shared.cid),
             ConnMsg::InjectWriterPanic => {

@@ -46,6 +46,9 @@ pub(super) struct Reader {
     connected: bool,
     /// Authentication is configured: nothing but CONNECT before CONNECT.
     auth_required: bool,
+    /// The configuration generation the connection's authentication
+    /// verdict belongs to (see `recheck_after_reload`).
+    auth_gen: u64,
     account: Option<Arc<Account>>,
     /// The authenticated user's permissions (None: everything allowed).
     perms: Option<Arc<crate::auth::Permissions>>,
@@ -79,6 +82,7 @@ pub(super) enum Stop {
 impl Reader {
     pub(super) fn new(shared: Arc<ConnShared>, ctx: Arc<ServerContext>) -> Self {
         let opts = ctx.opts();
+        let (auth, auth_gen) = ctx.auth_with_gen();
         Reader {
             parser: Parser::new(Limits {
                 max_control_line: opts.max_control_line,
@@ -94,7 +98,8 @@ impl Reader {
             no_responders: false,
             trace: opts.trace,
             max_subs: opts.max_subscriptions,
-            auth_required: ctx.auth().auth_required(),
+            auth_required: auth.auth_required(),
+            auth_gen,
             account: None,
             perms: None,
             pub_allowed: Default::default(),
@@ -182,13 +187,26 @@ impl Reader {
     /// A message from the connection actor (the control path).
     fn control(&mut self, c: ConnCtl) {
         match c {
+            // The connection actor applies closes itself; these arms only
+            // keep the match whole.
             ConnCtl::Kick { reason, err } => {
                 if let Some(err) = err {
                     self.shared.out.push_raw(err);
                 }
                 self.shared.close(reason);
             }
-            ConnCtl::Permissions(p) => self.set_permissions(p),
+            ConnCtl::Revoke { generation } => {
+                if self.shared.revoked_by(generation) {
+                    self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                    self.shared.close(CloseReason::AuthenticationViolation);
+                }
+            }
+            ConnCtl::Permissions { perms, generation } => {
+                if self.shared.admitted_by(generation) {
+                    self.auth_gen = self.auth_gen.max(generation);
+                    self.set_permissions(perms);
+                }
+            }
             ConnCtl::ExpireAt(at) => self.expires = Some(at),
             ConnCtl::Info(line) => self.reply(&line),
             ConnCtl::InjectReaderPanic => {
@@ -381,6 +399,15 @@ impl Reader {
                 None
             };
             self.bind(account_name.as_deref()).await?;
+            // Kept for re-checks on reload, whatever the current mode: a
+            // reload that turns authentication on checks what was sent.
+            *self.shared.credentials.lock() = Some(Credentials {
+                user: opts.user.clone(),
+                pass: opts.pass.clone(),
+                token: opts.auth_token.clone(),
+            });
+            self.shared.admitted_by(self.auth_gen);
+            self.recheck_after_reload().await?;
         }
         self.verbose = opts.verbose;
         self.pedantic = opts.pedantic;
@@ -425,7 +452,8 @@ impl Reader {
     /// failure closes the connection with 'Authorization Violation'.
     /// Returns the name of the user's account (None: the default).
     async fn authenticate(&mut self, opts: &ConnectOptions) -> Result<Option<String>, Stop> {
-        let auth = self.ctx.auth();
+        let (auth, auth_gen) = self.ctx.auth_with_gen();
+        self.auth_gen = auth_gen;
         let identity = self.shared.tls_identity.lock().clone();
         let peer = self.shared.peer;
         let result = auth
@@ -446,11 +474,6 @@ impl Reader {
             Ok(ok) => {
                 self.set_permissions(ok.permissions);
                 self.shared.meta.lock().user = ok.user;
-                *self.shared.credentials.lock() = Some(Credentials {
-                    user: opts.user.clone(),
-                    pass: opts.pass.clone(),
-                    token: opts.auth_token.clone(),
-                });
                 // Users live in the default account until accounts land.
                 Ok(None)
             }
@@ -464,6 +487,50 @@ impl Reader {
                 Err(Stop::Close(CloseReason::AuthenticationViolation))
             }
         }
+    }
+
+    /// A reload that landed while this client was logging in may have
+    /// skipped it (its re-check only takes connected clients): check the
+    /// credentials again against the newest configuration until the
+    /// verdict is current. A re-check, not a login: no limiter.
+    async fn recheck_after_reload(&mut self) -> Result<(), Stop> {
+        // Bounded: reloads arriving faster than this are left to the
+        // re-check of the newest one, which now sees this client.
+        for _ in 0..3 {
+            let (auth, generation) = self.ctx.auth_with_gen();
+            if generation == self.auth_gen {
+                return Ok(());
+            }
+            let creds = self.shared.credentials.lock().clone().unwrap_or_default();
+            let identity = self.shared.tls_identity.lock().clone();
+            let verdict = auth
+                .recheck(
+                    creds.user.as_deref(),
+                    creds.pass.as_deref(),
+                    creds.token.as_deref(),
+                    identity.as_ref(),
+                )
+                .await;
+            match verdict {
+                Ok(ok) => {
+                    self.auth_gen = generation;
+                    if self.shared.admitted_by(generation) {
+                        self.set_permissions(ok.permissions);
+                    }
+                }
+                Err(f) => {
+                    tracing::info!(
+                        "{} - cid:{} - disconnected after reload: {}",
+                        self.shared.peer,
+                        self.shared.cid,
+                        f.reason
+                    );
+                    self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                    return Err(Stop::Close(CloseReason::AuthenticationViolation));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Install permissions (at login, or from a reload through the control

@@ -59,6 +59,12 @@ pub struct ConnShared {
     /// configuration reload can check them again and drop the client if
     /// they are no longer valid (as nats-server does).
     pub credentials: Mutex<Option<Credentials>>,
+    /// SHA-256 of the client certificate's public key (TLS with a client
+    /// certificate), for re-checking `pinned_certs` on reload.
+    pub tls_fingerprint: Mutex<Option<String>>,
+    /// The configuration generation of the newest authentication verdict
+    /// this connection holds (login or reload re-check).
+    auth_gen: AtomicU64,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
     /// Unanswered PINGs sent by the server.
@@ -92,6 +98,8 @@ impl ConnShared {
             meta: Mutex::new(ConnMeta::default()),
             tls_identity: Mutex::new(None),
             credentials: Mutex::new(None),
+            tls_fingerprint: Mutex::new(None),
+            auth_gen: AtomicU64::new(0),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             pings_out: AtomicU64::new(0),
@@ -163,6 +171,18 @@ impl ConnShared {
                 subs.remove(&sid);
             }
         }
+    }
+
+    /// Record an admitting verdict of configuration `generation`; false
+    /// (and nothing recorded) when a newer verdict is already held.
+    pub fn admitted_by(&self, generation: u64) -> bool {
+        self.auth_gen.fetch_max(generation, Ordering::AcqRel) <= generation
+    }
+
+    /// Does a refusing verdict of configuration `generation` apply (no
+    /// newer verdict admitted the connection)?
+    pub fn revoked_by(&self, generation: u64) -> bool {
+        self.auth_gen.load(Ordering::Acquire) <= generation
     }
 
     pub fn num_subs(&self) -> usize {

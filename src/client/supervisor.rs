@@ -351,6 +351,8 @@ async fn secure(
             tracing::debug!("{peer} - cid:{cid} - TLS version {version}, cipher suite {suite}");
         }
         *shared.tls_identity.lock() = crate::tls::peer_identity(conn);
+        *shared.tls_fingerprint.lock() =
+            crate::tls::peer_leaf_der(conn).and_then(crate::tls::spki_sha256_hex);
         let mut meta = shared.meta.lock();
         meta.tls_version = Some(version);
         meta.tls_cipher = Some(suite);

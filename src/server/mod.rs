@@ -5,6 +5,7 @@
 mod lame_duck;
 pub mod listener;
 pub mod logging;
+mod recheck;
 pub mod signals;
 mod supervisor;
 
@@ -66,6 +67,10 @@ pub struct ServerContext {
     client_sup: RwLock<Option<ActorRef<ClientSupMsg>>>,
     /// Authentication for new (and, on reload, existing) clients.
     auth: RwLock<Arc<Authenticator>>,
+    /// Bumped by every reload (under `auth`'s write lock), so a login or a
+    /// re-check knows which configuration its verdict belongs to and the
+    /// newest one wins.
+    config_gen: AtomicU64,
     /// TLS for client connections, when configured.
     tls: RwLock<Option<Arc<ClientTls>>>,
 }
@@ -100,15 +105,34 @@ impl ServerContext {
         self.auth.read().clone()
     }
 
+    /// The authenticator and the configuration generation it belongs to.
+    pub fn auth_with_gen(&self) -> (Arc<Authenticator>, u64) {
+        let a = self.auth.read();
+        (a.clone(), self.config_gen.load(Ordering::Acquire))
+    }
+
+    /// The current configuration generation (see `config_gen`).
+    pub fn config_gen(&self) -> u64 {
+        self.config_gen.load(Ordering::Acquire)
+    }
+
     pub fn tls(&self) -> Option<Arc<ClientTls>> {
         self.tls.read().clone()
     }
 
-    /// Swap in new options, authentication and TLS (configuration reload).
-    pub fn replace_config(&self, opts: Options, auth: Authenticator, tls: Option<ClientTls>) {
+    /// Swap in new options, authentication and TLS (configuration reload);
+    /// returns the new configuration generation.
+    pub fn replace_config(
+        &self,
+        opts: Options,
+        auth: Authenticator,
+        tls: Option<ClientTls>,
+    ) -> u64 {
         *self.opts.write() = Arc::new(opts);
-        *self.auth.write() = Arc::new(auth);
         *self.tls.write() = tls.map(Arc::new);
+        let mut a = self.auth.write();
+        *a = Arc::new(auth);
+        self.config_gen.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     fn info(&self) -> ServerInfo {
@@ -356,6 +380,7 @@ impl Server {
             closed: Mutex::new(Default::default()),
             client_sup: RwLock::new(None),
             auth: RwLock::new(Arc::new(auth)),
+            config_gen: AtomicU64::new(0),
             tls: RwLock::new(tls),
         });
         let opts = ctx.opts();
@@ -425,8 +450,8 @@ impl Server {
         for w in crate::auth::plaintext_warnings(&opts.auth) {
             tracing::warn!("{w}");
         }
-        self.ctx.replace_config(opts, auth, tls);
-        tokio::spawn(recheck_clients(self.ctx.clone()));
+        let generation = self.ctx.replace_config(opts, auth, tls);
+        tokio::spawn(recheck::recheck_clients(self.ctx.clone(), generation));
         Ok(())
     }
 
@@ -459,49 +484,6 @@ impl Server {
         for c in self.ctx.conns.iter() {
             if c.value().account().is_none() {
                 c.value().close(reason.clone());
-            }
-        }
-    }
-}
-
-/// After a reload, authenticate every client again with the credentials it
-/// connected with; those that no longer pass are kicked, the others get
-/// their new permissions, both through the control path.
-async fn recheck_clients(ctx: Arc<ServerContext>) {
-    let auth = ctx.auth();
-    let conns: Vec<_> = ctx.conns.iter().map(|c| c.value().clone()).collect();
-    for conn in conns {
-        if !auth.auth_required() {
-            continue;
-        }
-        let creds = conn.credentials.lock().clone().unwrap_or_default();
-        let identity = conn.tls_identity.lock().clone();
-        // Not `authenticate`: a re-check is no login attempt and must not
-        // count as a failure with the limiter (or be refused by a ban).
-        let result = auth
-            .recheck(
-                creds.user.as_deref(),
-                creds.pass.as_deref(),
-                creds.token.as_deref(),
-                identity.as_ref(),
-            )
-            .await;
-        match result {
-            Ok(ok) => ctx.control(conn.cid, ConnCtl::Permissions(ok.permissions)),
-            Err(f) => {
-                tracing::info!(
-                    "{} - cid:{} - disconnected after reload: {}",
-                    conn.peer,
-                    conn.cid,
-                    f.reason
-                );
-                ctx.control(
-                    conn.cid,
-                    ConnCtl::Kick {
-                        reason: CloseReason::AuthenticationViolation,
-                        err: Some(crate::client::conn::errors::AUTH_VIOLATION),
-                    },
-                );
             }
         }
     }
