@@ -12,11 +12,17 @@ use zeroize::Zeroizing;
 pub use crate::config::Secret;
 
 impl Secret {
-    /// Does `given` match? bcrypt work goes through `pool`.
-    pub(crate) async fn verify(&self, given: &str, pool: &BcryptPool) -> bool {
+    /// Does `given` match? bcrypt work goes through `pool`, and runs only
+    /// if `wanted()` still holds once a worker is free (None: skipped).
+    pub(crate) async fn verify_if(
+        &self,
+        given: &str,
+        pool: &BcryptPool,
+        wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Option<bool> {
         match self {
-            Secret::Plain(p) => ct_eq(p.as_bytes(), given.as_bytes()),
-            Secret::Bcrypt { hash, .. } => pool.verify(given, hash.clone()).await,
+            Secret::Plain(p) => Some(ct_eq(p.as_bytes(), given.as_bytes())),
+            Secret::Bcrypt { hash, .. } => pool.verify_if(given, hash.clone(), wanted).await,
         }
     }
 }
@@ -37,6 +43,12 @@ pub fn dummy_bcrypt_hash(cost: u32) -> String {
     format!("$2a${:02}${}", cost.clamp(4, 31), ".".repeat(53))
 }
 
+/// The cost field of a bcrypt hash (`$2b$12$...` is 12), if well formed.
+pub fn bcrypt_cost_of(hash: &str) -> Option<u32> {
+    let c = hash.get(4..6)?.parse::<u32>().ok()?;
+    (hash.starts_with("$2") && hash.get(6..7) == Some("$") && (4..=31).contains(&c)).then_some(c)
+}
+
 /// Runs bcrypt verifications on the blocking thread pool, at most
 /// `workers` at a time, so a burst of logins queues instead of taking every
 /// core away from message delivery.
@@ -45,6 +57,11 @@ pub struct BcryptPool {
     sem: Arc<Semaphore>,
     workers: usize,
     verifications: AtomicU64,
+    /// Verifications run, by cost.
+    by_cost: [AtomicU64; 32],
+    /// A running average of how long one verification takes, by cost, in
+    /// nanoseconds (0: none measured yet).
+    nanos: Arc<[AtomicU64; 32]>,
 }
 
 impl BcryptPool {
@@ -59,6 +76,8 @@ impl BcryptPool {
             sem: Arc::new(Semaphore::new(workers)),
             workers,
             verifications: AtomicU64::new(0),
+            by_cost: std::array::from_fn(|_| AtomicU64::new(0)),
+            nanos: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
         }
     }
 
@@ -79,22 +98,66 @@ impl BcryptPool {
         self.verifications.load(Ordering::Relaxed)
     }
 
+    /// Number of bcrypt verifications of the given cost run so far.
+    pub fn verifications_at(&self, cost: u32) -> u64 {
+        self.by_cost
+            .get(cost as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// How long one verification of this cost takes here, once one has run.
+    pub fn estimate(&self, cost: u32) -> Option<std::time::Duration> {
+        let n = self.nanos.get(cost as usize)?.load(Ordering::Relaxed);
+        (n > 0).then(|| std::time::Duration::from_nanos(n))
+    }
+
     /// Verify `password` against `hash`. If the caller gives up (its future
     /// is dropped, e.g. on auth timeout) a verification already running
     /// keeps its permit until it ends, so the bound holds.
     pub async fn verify(&self, password: &str, hash: Arc<str>) -> bool {
+        self.verify_if(password, hash, || true).await.unwrap_or(false)
+    }
+
+    /// Like [`verify`](Self::verify), but once a worker is free, run only
+    /// if `wanted()` still says so (None: skipped). A check that queued
+    /// behind others may have become pointless meanwhile (its source got
+    /// banned); it then costs no bcrypt work.
+    pub async fn verify_if(
+        &self,
+        password: &str,
+        hash: Arc<str>,
+        wanted: impl FnOnce() -> bool,
+    ) -> Option<bool> {
         let Ok(permit) = self.sem.clone().acquire_owned().await else {
-            return false;
+            return Some(false);
         };
+        if !wanted() {
+            return None;
+        }
         self.verifications.fetch_add(1, Ordering::Relaxed);
+        let cost = bcrypt_cost_of(&hash);
+        if let Some(c) = cost.and_then(|c| self.by_cost.get(c as usize)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = self.nanos.clone();
         let pw = Zeroizing::new(password.as_bytes().to_vec());
-        tokio::task::spawn_blocking(move || {
+        let ok = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let started = std::time::Instant::now();
             // A hash the library cannot parse matches nothing.
-            bcrypt::verify(&*pw, &hash).unwrap_or(false)
+            let ok = bcrypt::verify(&*pw, &hash).unwrap_or(false);
+            if let Some(slot) = cost.and_then(|c| nanos.get(c as usize)) {
+                let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let old = slot.load(Ordering::Relaxed);
+                // New samples weigh a quarter: follows load, ignores spikes.
+                let avg = if old == 0 { took } else { old - old / 4 + took / 4 };
+                slot.store(avg.max(1), Ordering::Relaxed);
+            }
+            ok
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(false);
+        Some(ok)
     }
 }
 
@@ -121,6 +184,26 @@ mod tests {
         assert!(!pool.verify("", Arc::from(dummy.as_str())).await);
         assert!(!pool.verify("pw", Arc::from("$2a$04$garbage")).await);
         assert_eq!(pool.verifications(), 4);
+        assert_eq!(pool.verifications_at(4), 3, "the garbage hash has no cost");
+        assert!(pool.estimate(4).is_some());
+        assert_eq!(pool.estimate(5), None);
+        // A check no longer wanted once a worker is free costs nothing.
+        assert_eq!(pool.verify_if("pw", hash4(), || false).await, None);
+        assert_eq!(pool.verifications(), 4);
+    }
+
+    fn hash4() -> Arc<str> {
+        Arc::from(bcrypt::hash("pw", 4).expect("hash").as_str())
+    }
+
+    #[test]
+    fn cost_of_a_hash() {
+        assert_eq!(bcrypt_cost_of(&dummy_bcrypt_hash(12)), Some(12));
+        assert_eq!(bcrypt_cost_of("$2b$04$abc"), Some(4));
+        assert_eq!(bcrypt_cost_of("$2b$99$abc"), None);
+        assert_eq!(bcrypt_cost_of("$2b$4$"), None);
+        assert_eq!(bcrypt_cost_of("plain"), None);
+        assert_eq!(bcrypt_cost_of("é"), None);
     }
 
     #[tokio::test]
