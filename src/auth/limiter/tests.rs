@@ -214,7 +214,9 @@ fn new_limits_keep_bans_counts_and_tokens() {
 #[test]
 fn sweep_forgets_quiet_keys_only() {
     let t0 = Instant::now();
-    let l = FailureLimiter::new_at(&limits(2, 0, 0), t0);
+    let mut lim = limits(2, 0, 0);
+    lim.ban = secs(120);
+    let l = FailureLimiter::new_at(&lim, t0);
     l.record_failure_at(ip("10.0.0.1"), t0);
     l.record_failure_at(ip("10.0.0.2"), t0);
     assert!(l.record_failure_at(ip("10.0.0.2"), t0));
@@ -225,7 +227,9 @@ fn sweep_forgets_quiet_keys_only() {
     assert_eq!(l.tracked(), 1);
     assert!(l.is_banned_at(ip("10.0.0.2"), t0 + secs(61)));
     // A window after the ban ended.
-    l.sweep_at(t0 + secs(121));
+    l.sweep_at(t0 + secs(179));
+    assert_eq!(l.tracked(), 1);
+    l.sweep_at(t0 + secs(180));
     assert_eq!(l.tracked(), 0);
 }
 
