@@ -49,7 +49,7 @@ pub use limiter::{
     Admission, FailureLimiter, LimiterCounters, LimiterStats, MAX_TRACKED_KEYS, source_key,
 };
 pub use perms::is_subset;
-pub use secret::{BcryptPool, Secret, bcrypt_cost_of, ct_eq, dummy_bcrypt_hash};
+pub use secret::{BcryptPool, Secret, Verdict, bcrypt_cost_of, ct_eq, dummy_bcrypt_hash};
 
 use crate::tls::{CertIdentity, dn_matches};
 
@@ -137,10 +137,12 @@ pub struct Authenticator {
     limiter: Arc<FailureLimiter>,
 }
 
-/// A refused check: why, and whether bcrypt already ran for it.
+/// A refused check: why, whether bcrypt already ran for it, and whether
+/// the failure was already recorded (while its bcrypt worker was held).
 struct Refusal {
     reason: &'static str,
     ran_bcrypt: bool,
+    recorded: bool,
 }
 
 impl From<&'static str> for Refusal {
@@ -148,6 +150,7 @@ impl From<&'static str> for Refusal {
         Refusal {
             reason,
             ran_bcrypt: false,
+            recorded: false,
         }
     }
 }
@@ -394,7 +397,12 @@ impl Authenticator {
         }
         let mut pending = Pending::new(&limiter.counters);
         let gate = || !limiter.is_banned_for(peer, target);
-        let result = self.check(user, pass, token, tls_identity, &gate).await;
+        let record = || {
+            limiter.record_failure_for(peer, target);
+        };
+        let result = self
+            .check(user, pass, token, tls_identity, &gate, &record)
+            .await;
         pending.decided = true;
         match result {
             // A source banned while this check queued or ran: its guess
@@ -409,7 +417,9 @@ impl Authenticator {
                 Err(fail(REASON_BANNED))
             }
             Err(r) => {
-                limiter.record_failure_for(peer, target);
+                if !r.recorded {
+                    record();
+                }
                 if !r.ran_bcrypt {
                     self.equalize(cost).await;
                 }
@@ -456,7 +466,7 @@ impl Authenticator {
         let method = self.method();
         let failure_user = user.map(str::to_string);
         let user = user.filter(|u| !u.is_empty());
-        self.check(user, pass, token, tls_identity, &|| true)
+        self.check(user, pass, token, tls_identity, &|| true, &|| {})
             .await
             .map_err(|r| AuthFailure {
                 reason: r.reason,
@@ -466,7 +476,9 @@ impl Authenticator {
     }
 
     /// The decision itself. `gate` is asked once a bcrypt worker is free;
-    /// false skips the verification and refuses with [`REASON_BANNED`].
+    /// false skips the verification and refuses with [`REASON_BANNED`]. A
+    /// wrong secret calls `record` before its worker is released, so the
+    /// next queued check's `gate` already sees it.
     async fn check(
         &self,
         user: Option<&str>,
@@ -474,6 +486,7 @@ impl Authenticator {
         token: Option<&str>,
         tls_identity: Option<&CertIdentity>,
         gate: &(dyn Fn() -> bool + Sync),
+        record: &(dyn Fn() + Sync),
     ) -> Result<AuthOk, Refusal> {
         match &self.mode {
             Mode::Open => Ok(AuthOk {
@@ -483,18 +496,23 @@ impl Authenticator {
             }),
             Mode::Token(secret) => {
                 let given = token.filter(|t| !t.is_empty()).ok_or(REASON_MISSING)?;
-                match secret.verify_if(given, &self.pool, gate).await {
-                    Some(true) => Ok(AuthOk {
+                let verdict = secret
+                    .verify_if(given, &self.pool, gate)
+                    .await
+                    .ok_or(REASON_BANNED)?;
+                if verdict.ok {
+                    return Ok(AuthOk {
                         user: None,
                         method: AuthMethod::Token,
                         permissions: None,
-                    }),
-                    Some(false) => Err(Refusal {
-                        reason: REASON_BAD_TOKEN,
-                        ran_bcrypt: secret.is_bcrypt(),
-                    }),
-                    None => Err(REASON_BANNED.into()),
+                    });
                 }
+                record();
+                Err(Refusal {
+                    reason: REASON_BAD_TOKEN,
+                    ran_bcrypt: secret.is_bcrypt(),
+                    recorded: true,
+                })
             }
             _ if self.tls_map => self.map_certificate(tls_identity).map_err(Refusal::from),
             Mode::Single(u) => {
@@ -503,11 +521,14 @@ impl Authenticator {
                 // Check the password whatever the user name, so a wrong
                 // name answers no faster than a wrong password.
                 let name_ok = ct_eq(u.name.as_bytes(), given_user.as_bytes());
-                let (pass_ok, ran_bcrypt) = self.check_password(u, given_pass, gate).await?;
+                let (pass_ok, ran_bcrypt, _worker) =
+                    self.check_password(u, given_pass, gate).await?;
                 if name_ok && pass_ok {
                     return Ok(self.ok_user(u, AuthMethod::UserPassword));
                 }
+                record();
                 Err(Refusal {
+                    recorded: true,
                     reason: if name_ok {
                         REASON_BAD_PASSWORD
                     } else {
@@ -523,11 +544,13 @@ impl Authenticator {
                 if u.password.is_none() {
                     return Err(REASON_NO_PASSWORD.into());
                 }
-                let (ok, ran_bcrypt) = self.check_password(u, given_pass, gate).await?;
+                let (ok, ran_bcrypt, _worker) = self.check_password(u, given_pass, gate).await?;
                 if ok {
                     return Ok(self.ok_user(u, AuthMethod::UserPassword));
                 }
+                record();
                 Err(Refusal {
+                    recorded: true,
                     reason: REASON_BAD_PASSWORD,
                     ran_bcrypt,
                 })
@@ -535,19 +558,20 @@ impl Authenticator {
         }
     }
 
-    /// (matches, bcrypt was run); a refusal when the gate said no.
+    /// (matches, bcrypt was run, the verdict holding its worker); a
+    /// refusal when the gate said no.
     async fn check_password(
         &self,
         u: &User,
         given: &str,
         gate: &(dyn Fn() -> bool + Sync),
-    ) -> Result<(bool, bool), Refusal> {
+    ) -> Result<(bool, bool, Option<Verdict>), Refusal> {
         match &u.password {
             Some(s) => match s.verify_if(given, &self.pool, gate).await {
-                Some(ok) => Ok((ok, s.is_bcrypt())),
+                Some(v) => Ok((v.ok, s.is_bcrypt(), Some(v))),
                 None => Err(REASON_BANNED.into()),
             },
-            None => Ok((false, false)),
+            None => Ok((false, false, None)),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 pub use crate::config::Secret;
@@ -19,9 +19,12 @@ impl Secret {
         given: &str,
         pool: &BcryptPool,
         wanted: &(dyn Fn() -> bool + Sync),
-    ) -> Option<bool> {
+    ) -> Option<Verdict> {
         match self {
-            Secret::Plain(p) => Some(ct_eq(p.as_bytes(), given.as_bytes())),
+            Secret::Plain(p) => Some(Verdict {
+                ok: ct_eq(p.as_bytes(), given.as_bytes()),
+                _worker: None,
+            }),
             Secret::Bcrypt { hash, .. } => pool.verify_if(given, hash.clone(), wanted).await,
         }
     }
@@ -47,6 +50,16 @@ pub fn dummy_bcrypt_hash(cost: u32) -> String {
 pub fn bcrypt_cost_of(hash: &str) -> Option<u32> {
     let c = hash.get(4..6)?.parse::<u32>().ok()?;
     (hash.starts_with("$2") && hash.get(6..7) == Some("$") && (4..=31).contains(&c)).then_some(c)
+}
+
+/// The outcome of a verification. It keeps the bcrypt worker it ran on
+/// until dropped, so the caller can record the outcome before the next
+/// queued check (of the same guesser, maybe) asks whether it is still
+/// wanted.
+#[derive(Debug)]
+pub struct Verdict {
+    pub ok: bool,
+    _worker: Option<OwnedSemaphorePermit>,
 }
 
 /// Runs bcrypt verifications on the blocking thread pool, at most
@@ -115,7 +128,9 @@ impl BcryptPool {
     /// is dropped, e.g. on auth timeout) a verification already running
     /// keeps its permit until it ends, so the bound holds.
     pub async fn verify(&self, password: &str, hash: Arc<str>) -> bool {
-        self.verify_if(password, hash, || true).await.unwrap_or(false)
+        self.verify_if(password, hash, &|| true)
+            .await
+            .is_some_and(|v| v.ok)
     }
 
     /// Like [`verify`](Self::verify), but once a worker is free, run only
@@ -126,10 +141,13 @@ impl BcryptPool {
         &self,
         password: &str,
         hash: Arc<str>,
-        wanted: impl FnOnce() -> bool,
-    ) -> Option<bool> {
+        wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Option<Verdict> {
         let Ok(permit) = self.sem.clone().acquire_owned().await else {
-            return Some(false);
+            return Some(Verdict {
+                ok: false,
+                _worker: None,
+            });
         };
         if !wanted() {
             return None;
@@ -141,8 +159,10 @@ impl BcryptPool {
         }
         let nanos = self.nanos.clone();
         let pw = Zeroizing::new(password.as_bytes().to_vec());
-        let ok = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        // The permit travels with the work: if this future is dropped the
+        // blocking task still holds it until bcrypt ends, so the bound
+        // holds; otherwise it comes back inside the verdict.
+        let done = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             // A hash the library cannot parse matches nothing.
             let ok = bcrypt::verify(&*pw, &hash).unwrap_or(false);
@@ -153,11 +173,19 @@ impl BcryptPool {
                 let avg = if old == 0 { took } else { old - old / 4 + took / 4 };
                 slot.store(avg.max(1), Ordering::Relaxed);
             }
-            ok
+            (ok, permit)
         })
-        .await
-        .unwrap_or(false);
-        Some(ok)
+        .await;
+        Some(match done {
+            Ok((ok, permit)) => Verdict {
+                ok,
+                _worker: Some(permit),
+            },
+            Err(_) => Verdict {
+                ok: false,
+                _worker: None,
+            },
+        })
     }
 }
 
@@ -188,7 +216,7 @@ mod tests {
         assert!(pool.estimate(4).is_some());
         assert_eq!(pool.estimate(5), None);
         // A check no longer wanted once a worker is free costs nothing.
-        assert_eq!(pool.verify_if("pw", hash4(), || false).await, None);
+        assert!(pool.verify_if("pw", hash4(), &|| false).await.is_none());
         assert_eq!(pool.verifications(), 4);
     }
 
