@@ -100,7 +100,10 @@ async fn a_client_looping_on_a_wrong_password_never_locks_out_its_neighbours() {
     // The target itself stays banned, right password or not.
     assert_refused(addr, "app", "new-pw", "app while banned").await;
     assert_ok(addr, "ops", "ops-pw", "ops at the end").await;
-    steady.flush().await.expect("the steady ops client still works");
+    steady
+        .flush()
+        .await
+        .expect("the steady ops client still works");
     server.shutdown().await;
 }
 
@@ -134,7 +137,10 @@ async fn a_flood_of_connects_that_hang_up_leaves_no_bcrypt_work_behind() {
     )
     .await;
     let ran = server.ctx.auth().bcrypt_pool().verifications();
-    assert!(ran < flood / 2, "{ran} of {flood} checks ran for gone clients");
+    assert!(
+        ran < flood / 2,
+        "{ran} of {flood} checks ran for gone clients"
+    );
     assert!(limiter.stats().abandoned_checks > 0);
     // The server is free for a real login at once.
     let bcrypt_free = server.ctx.auth().bcrypt_pool().verifications();
@@ -174,7 +180,11 @@ async fn a_credential_check_is_bounded_by_the_auth_timeout() {
     let mut timeouts = 0;
     for c in &mut clients {
         let (got, end) = c.read_to_end(auth_timeout * 3).await;
-        assert!(end.is_closed(), "not closed: {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            end.is_closed(),
+            "not closed: {:?}",
+            String::from_utf8_lossy(&got)
+        );
         let got = String::from_utf8_lossy(&got).into_owned();
         match got.trim_end() {
             AUTH_VIOLATION => {}
@@ -231,7 +241,11 @@ async fn parallel_guesses_cannot_exceed_the_failure_budget() {
     assert_eq!(ran, u64::from(max_failures), "bcrypt guesses run");
     let s = limiter.stats();
     assert_eq!(s.bans, 1, "{s:?}");
-    assert_eq!(s.banned_refusals, guesses - u64::from(max_failures), "{s:?}");
+    assert_eq!(
+        s.banned_refusals,
+        guesses - u64::from(max_failures),
+        "{s:?}"
+    );
     server.shutdown().await;
 }
 

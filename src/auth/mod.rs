@@ -348,7 +348,9 @@ impl Authenticator {
             Mode::Open => return None,
             _ if self.tls_map => return None,
             Mode::Single(u) => u.password.as_ref(),
-            Mode::Users(m) => user.and_then(|n| m.get(n)).and_then(|u| u.password.as_ref()),
+            Mode::Users(m) => user
+                .and_then(|n| m.get(n))
+                .and_then(|u| u.password.as_ref()),
         };
         if let Some(c) = own.and_then(Secret::bcrypt_cost) {
             return Some(c);
@@ -358,7 +360,9 @@ impl Authenticator {
         }
         use std::hash::BuildHasher;
         let h = self.picker.hash_one(user.unwrap_or(""));
-        self.costs.get((h % self.costs.len() as u64) as usize).copied()
+        self.costs
+            .get((h % self.costs.len() as u64) as usize)
+            .copied()
     }
 
     /// Check one client's credentials. A login whose (source, user) is

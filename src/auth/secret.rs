@@ -170,7 +170,11 @@ impl BcryptPool {
                 let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 let old = slot.load(Ordering::Relaxed);
                 // New samples weigh a quarter: follows load, ignores spikes.
-                let avg = if old == 0 { took } else { old - old / 4 + took / 4 };
+                let avg = if old == 0 {
+                    took
+                } else {
+                    old - old / 4 + took / 4
+                };
                 slot.store(avg.max(1), Ordering::Relaxed);
             }
             (ok, permit)

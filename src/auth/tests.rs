@@ -243,7 +243,9 @@ async fn a_failure_costs_the_bcrypt_cost_of_a_real_user() {
         seen.insert(cost);
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), [4, 5]);
-    let c = a.timing_cost(Some("plain")).expect("plain user gets a cost");
+    let c = a
+        .timing_cost(Some("plain"))
+        .expect("plain user gets a cost");
     assert!(c == 4 || c == 5);
     // With no bcrypt anywhere there is nothing to equalise.
     let a = auth(AuthConfig {
@@ -393,9 +395,13 @@ async fn bans_are_per_user_and_sprays_share_one_budget() {
         ..AuthConfig::default()
     };
     let a = Authenticator::new(&cfg, false, limiter(3), 1).expect("auth");
-    let login = |u: &'static str, p: &'static str| a.authenticate(PEER, Some(u), Some(p), None, None);
+    let login =
+        |u: &'static str, p: &'static str| a.authenticate(PEER, Some(u), Some(p), None, None);
     for _ in 0..3 {
-        assert_eq!(login("app", "old").await.unwrap_err().reason, REASON_BAD_PASSWORD);
+        assert_eq!(
+            login("app", "old").await.unwrap_err().reason,
+            REASON_BAD_PASSWORD
+        );
     }
     // The target is banned, even with its right password...
     assert_eq!(login("app", "apw").await.unwrap_err().reason, REASON_BANNED);
@@ -442,7 +448,10 @@ async fn a_success_decided_after_the_ban_engaged_is_refused() {
         a2.authenticate(PEER, Some("u"), Some("right"), None, None)
             .await
     });
-    eventually("verification running", || a.bcrypt_pool().verifications() == 1).await;
+    eventually("verification running", || {
+        a.bcrypt_pool().verifications() == 1
+    })
+    .await;
     // Meanwhile other attempts fail and ban (PEER, u).
     for _ in 0..3 {
         limiter.record_failure_for(PEER, Some("u"));
@@ -465,12 +474,16 @@ async fn a_check_queued_behind_the_ban_runs_no_bcrypt() {
     let a = Arc::new(Authenticator::new(&cfg, false, limiter.clone(), 1).expect("auth"));
     // Occupy the only worker, then queue a guess behind it.
     let a1 = a.clone();
-    let busy =
-        tokio::spawn(async move { a1.authenticate(PEER, Some("slow"), Some("s"), None, None).await });
+    let busy = tokio::spawn(async move {
+        a1.authenticate(PEER, Some("slow"), Some("s"), None, None)
+            .await
+    });
     eventually("worker busy", || a.bcrypt_pool().verifications() == 1).await;
     let a2 = a.clone();
-    let queued =
-        tokio::spawn(async move { a2.authenticate(PEER, Some("u"), Some("guess"), None, None).await });
+    let queued = tokio::spawn(async move {
+        a2.authenticate(PEER, Some("u"), Some("guess"), None, None)
+            .await
+    });
     eventually("guess queued", || limiter.stats().pending_checks == 2).await;
     for _ in 0..3 {
         limiter.record_failure_for(PEER, Some("u"));
@@ -478,7 +491,11 @@ async fn a_check_queued_behind_the_ban_runs_no_bcrypt() {
     assert!(busy.await.expect("join").is_ok());
     let e = queued.await.expect("join").unwrap_err();
     assert_eq!(e.reason, REASON_BANNED);
-    assert_eq!(a.bcrypt_pool().verifications(), 1, "the queued guess ran no bcrypt");
+    assert_eq!(
+        a.bcrypt_pool().verifications(),
+        1,
+        "the queued guess ran no bcrypt"
+    );
     let s = limiter.stats();
     assert_eq!((s.pending_checks, s.abandoned_checks), (0, 0));
 }
@@ -495,12 +512,16 @@ async fn a_dropped_check_leaves_the_queue() {
     let limiter = no_limits();
     let a = Arc::new(Authenticator::new(&cfg, false, limiter.clone(), 1).expect("auth"));
     let a1 = a.clone();
-    let busy =
-        tokio::spawn(async move { a1.authenticate(PEER, Some("slow"), Some("s"), None, None).await });
+    let busy = tokio::spawn(async move {
+        a1.authenticate(PEER, Some("slow"), Some("s"), None, None)
+            .await
+    });
     eventually("worker busy", || a.bcrypt_pool().verifications() == 1).await;
     let a2 = a.clone();
-    let queued =
-        tokio::spawn(async move { a2.authenticate(PEER, Some("u"), Some("right"), None, None).await });
+    let queued = tokio::spawn(async move {
+        a2.authenticate(PEER, Some("u"), Some("right"), None, None)
+            .await
+    });
     eventually("queued", || limiter.stats().pending_checks == 2).await;
     // The client hangs up: its reader drops the check.
     queued.abort();
@@ -513,10 +534,12 @@ async fn a_dropped_check_leaves_the_queue() {
 
 #[test]
 fn reload_keeps_the_limiter_and_the_pool() {
-    let mut o = crate::config::Options::default();
-    o.auth = AuthConfig {
-        users: vec![user("u", Some(plain("p")), None)],
-        ..AuthConfig::default()
+    let mut o = crate::config::Options {
+        auth: AuthConfig {
+            users: vec![user("u", Some(plain("p")), None)],
+            ..AuthConfig::default()
+        },
+        ..Default::default()
     };
     o.auth_limits.max_failures = 3;
     o.auth_limits.bcrypt_workers = 2;
