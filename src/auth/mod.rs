@@ -30,8 +30,10 @@
 
 pub mod audit;
 mod limiter;
+mod pending;
 mod perms;
 mod secret;
+mod tls_map;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -51,7 +53,8 @@ pub use limiter::{
 pub use perms::is_subset;
 pub use secret::{BcryptPool, Secret, Verdict, bcrypt_cost_of, ct_eq, dummy_bcrypt_hash};
 
-use crate::tls::{CertIdentity, dn_matches};
+use crate::tls::CertIdentity;
+use pending::Pending;
 
 /// How a client authenticated (or tried to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,36 +154,6 @@ impl From<&'static str> for Refusal {
             reason,
             ran_bcrypt: false,
             recorded: false,
-        }
-    }
-}
-
-/// A credential check in progress, for the `pending_checks` gauge. Dropped
-/// before it was decided (the client hung up, the auth timeout passed), it
-/// counts as abandoned.
-struct Pending<'a> {
-    counters: &'a LimiterCounters,
-    decided: bool,
-}
-
-impl<'a> Pending<'a> {
-    fn new(counters: &'a LimiterCounters) -> Self {
-        counters
-            .pending_checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Pending {
-            counters,
-            decided: false,
-        }
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.counters.pending_checks.fetch_sub(1, Relaxed);
-        if !self.decided {
-            self.counters.abandoned_checks.fetch_add(1, Relaxed);
         }
     }
 }
@@ -594,43 +567,6 @@ impl Authenticator {
             method,
             permissions: u.permissions.clone(),
         }
-    }
-
-    /// `verify_and_map`: SAN e-mails first, then SAN DNS names, then the
-    /// subject DN, as nats-server documents.
-    fn map_certificate(&self, id: Option<&CertIdentity>) -> Result<AuthOk, &'static str> {
-        let id = id.ok_or(REASON_NO_CERT)?;
-        let by_name = |name: &str| -> Option<&User> {
-            match &self.mode {
-                Mode::Users(m) => m.get(name),
-                Mode::Single(u) if u.name == name => Some(u),
-                _ => None,
-            }
-        };
-        let found = id
-            .emails
-            .iter()
-            .chain(&id.dns_names)
-            .chain(std::iter::once(&id.subject))
-            .find_map(|n| by_name(n))
-            .or_else(|| {
-                // Same DN written differently (attribute order, case of the
-                // attribute types, escapes).
-                let all: Vec<&User> = match &self.mode {
-                    Mode::Users(m) => m.values().collect(),
-                    Mode::Single(u) => vec![u],
-                    _ => Vec::new(),
-                };
-                let mut hits = all.into_iter().filter(|u| dn_matches(&u.name, id));
-                // Several spellings of one DN would make the pick depend on
-                // hash order: refuse rather than guess.
-                match (hits.next(), hits.next()) {
-                    (Some(u), None) => Some(u),
-                    _ => None,
-                }
-            })
-            .ok_or(REASON_CERT_UNMAPPED)?;
-        Ok(self.ok_user(found, AuthMethod::TlsMap))
     }
 }
 
