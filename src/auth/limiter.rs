@@ -1,5 +1,25 @@
-//! Brute-force and flood protection: per-source failed-authentication bans
-//! and a server-wide new-connection rate limit.
+//! Brute-force and flood protection: failed-login bans keyed by
+//! (source, user name), and an optional server-wide new-connection rate
+//! limit.
+//!
+//! ## Policy
+//!
+//! * A failure against a user that exists counts on the key (source,
+//!   user). `max_failures` of them within `window` ban that key: logins as
+//!   that user from that source are refused, without checking the
+//!   password, for `ban`. Every other user of the same source (a NAT, a
+//!   shared egress) is untouched: valid credentials of a user that was not
+//!   the target are never refused.
+//! * A failure that names no existing user (unknown or missing user name,
+//!   wrong token, unmapped certificate) counts on the source's own key
+//!   (source, -), one budget for the whole spray. Its ban refuses only
+//!   such logins, which can never succeed anyway.
+//! * Each new ban of a key that is still remembered doubles the previous
+//!   one, up to `max_ban`. A key is forgotten once it has been quiet (no
+//!   failure, no ban) for `window`.
+//! * The table is bounded: when it is full the oldest clean entries (not
+//!   banned) are evicted, then if need be the bans that end soonest; new
+//!   failures are always tracked.
 //!
 //! Every method has an `_at` twin taking the current instant, so tests (and
 //! anything else that needs a controlled clock) can drive time by hand.
@@ -9,31 +29,62 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use super::AuthLimits;
 
-/// Most sources tracked at once. Past this, expired entries are dropped;
-/// if the table is still full, new sources go untracked (and are counted)
-/// rather than the table growing without bound under a spoofed flood.
-pub const MAX_TRACKED_SOURCES: usize = 100_000;
+/// Most keys tracked at once. Past this, expired entries are dropped and
+/// then the oldest clean ones evicted (in batches of a sixteenth, so a
+/// spoofed flood costs one scan per batch, not per failure).
+pub const MAX_TRACKED_KEYS: usize = 100_000;
 
 /// Verdict for a new connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
     Allowed,
-    /// The source is banned after repeated authentication failures.
-    Banned,
-    /// The server-wide new-connection rate is exceeded.
+    /// The server-wide new-connection rate (`max_conn_rate`) is exceeded.
     RateLimited,
 }
 
+/// What a failure is counted against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    source: IpAddr,
+    /// An existing user's name; None for the source's spray budget.
+    user: Option<Box<str>>,
+}
+
 #[derive(Clone, Copy, Debug)]
-struct SourceState {
+struct Entry {
     window_start: Instant,
     failures: u32,
     banned_until: Option<Instant>,
+    /// Bans so far; the next one lasts `ban * 2^strikes`.
+    strikes: u32,
+    /// Last failure or end of the last ban, whichever is later: the entry
+    /// is clean (forgettable) once `window` has passed since.
+    quiet_since: Instant,
+}
+
+impl Entry {
+    fn fresh(now: Instant) -> Entry {
+        Entry {
+            window_start: now,
+            failures: 0,
+            banned_until: None,
+            strikes: 0,
+            quiet_since: now,
+        }
+    }
+
+    fn banned_at(&self, now: Instant) -> bool {
+        self.banned_until.is_some_and(|t| t > now)
+    }
+
+    fn expired_at(&self, now: Instant, window: Duration) -> bool {
+        !self.banned_at(now) && now.saturating_duration_since(self.quiet_since) >= window
+    }
 }
 
 #[derive(Debug)]
@@ -47,14 +98,20 @@ struct Bucket {
 pub struct LimiterCounters {
     /// Failed authentications recorded.
     pub auth_failures: AtomicU64,
-    /// Times a source got banned.
+    /// Times a key got banned.
     pub bans: AtomicU64,
-    /// Connections or logins refused because the source was banned.
+    /// Logins refused because their key was banned.
     pub banned_refusals: AtomicU64,
     /// Connections refused by the server-wide rate limit.
     pub rate_limited: AtomicU64,
-    /// Failures from sources that could not be tracked (table full).
-    pub untracked: AtomicU64,
+    /// Entries evicted from a full table.
+    pub evicted: AtomicU64,
+    /// Credential checks in progress (queued for or running bcrypt). A
+    /// gauge: back to 0 when the server is idle.
+    pub pending_checks: AtomicU64,
+    /// Checks dropped before they were decided: the client hung up or the
+    /// auth timeout passed while they waited.
+    pub abandoned_checks: AtomicU64,
 }
 
 /// A copy of the counters, ready to serialize.
@@ -64,22 +121,31 @@ pub struct LimiterStats {
     pub bans: u64,
     pub banned_refusals: u64,
     pub rate_limited: u64,
-    pub untracked: u64,
-    /// Sources banned right now.
-    pub banned_sources: u64,
+    pub evicted: u64,
+    pub pending_checks: u64,
+    pub abandoned_checks: u64,
+    /// (source, user) keys banned right now.
+    pub banned_keys: u64,
+    /// Keys tracked right now.
+    pub tracked_keys: u64,
 }
 
-/// Per-source failure bans plus a global connection token bucket.
+/// Failure bans plus a global connection token bucket. One lives for the
+/// whole server: a reload changes its limits ([`set_limits`]) but keeps
+/// its bans, failure counts and bucket.
+///
+/// [`set_limits`]: FailureLimiter::set_limits
 #[derive(Debug)]
 pub struct FailureLimiter {
-    limits: AuthLimits,
-    sources: Mutex<HashMap<IpAddr, SourceState>>,
+    limits: RwLock<AuthLimits>,
+    entries: Mutex<HashMap<Key, Entry>>,
     bucket: Mutex<Bucket>,
+    capacity: usize,
     pub counters: LimiterCounters,
 }
 
-/// The key a source is tracked under: IPv4 as is (IPv4-mapped IPv6 counts
-/// as IPv4), IPv6 by its /64, since one host usually owns a whole /64.
+/// The address a source is tracked under: IPv4 as is (IPv4-mapped IPv6
+/// counts as IPv4), IPv6 by its /64, since one host usually owns a whole /64.
 pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
@@ -93,25 +159,48 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+fn key(ip: IpAddr, user: Option<&str>) -> Key {
+    Key {
+        source: source_key(ip),
+        user: user.map(Box::from),
+    }
+}
+
 impl FailureLimiter {
     pub fn new(limits: &AuthLimits) -> FailureLimiter {
         Self::new_at(limits, Instant::now())
     }
 
     pub fn new_at(limits: &AuthLimits, now: Instant) -> FailureLimiter {
+        Self::with_capacity_at(limits, MAX_TRACKED_KEYS, now)
+    }
+
+    /// A limiter tracking at most `capacity` keys (tests use small ones).
+    pub fn with_capacity_at(limits: &AuthLimits, capacity: usize, now: Instant) -> FailureLimiter {
         FailureLimiter {
-            limits: limits.clone(),
-            sources: Mutex::new(HashMap::new()),
+            limits: RwLock::new(limits.clone()),
+            entries: Mutex::new(HashMap::new()),
             bucket: Mutex::new(Bucket {
                 tokens: f64::from(Self::burst_of(limits)),
                 last: now,
             }),
+            capacity: capacity.max(1),
             counters: LimiterCounters::default(),
         }
     }
 
-    pub fn limits(&self) -> &AuthLimits {
-        &self.limits
+    /// The limits in force.
+    pub fn limits(&self) -> AuthLimits {
+        self.limits.read().clone()
+    }
+
+    /// Apply reloaded limits. Bans, failure counts and the bucket's tokens
+    /// stay (the tokens capped at the new burst).
+    pub fn set_limits(&self, limits: &AuthLimits) {
+        *self.limits.write() = limits.clone();
+        let burst = f64::from(Self::burst_of(limits));
+        let mut b = self.bucket.lock();
+        b.tokens = b.tokens.min(burst);
     }
 
     fn burst_of(l: &AuthLimits) -> u32 {
@@ -123,19 +212,13 @@ impl FailureLimiter {
         }
     }
 
-    /// Decide on a new connection from `ip` (call at accept, before TLS, so
-    /// refused sources cost no handshake).
+    /// Decide on a new connection (call at accept, before TLS). Only the
+    /// rate limit applies here: bans are per user and checked at CONNECT.
     pub fn admit(&self, ip: IpAddr) -> Admission {
         self.admit_at(ip, Instant::now())
     }
 
-    pub fn admit_at(&self, ip: IpAddr, now: Instant) -> Admission {
-        if self.is_banned_at(ip, now) {
-            self.counters
-                .banned_refusals
-                .fetch_add(1, Ordering::Relaxed);
-            return Admission::Banned;
-        }
+    pub fn admit_at(&self, _ip: IpAddr, now: Instant) -> Admission {
         if !self.take_token_at(now) {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             return Admission::RateLimited;
@@ -144,14 +227,16 @@ impl FailureLimiter {
     }
 
     fn take_token_at(&self, now: Instant) -> bool {
-        let rate = self.limits.max_conn_rate;
+        let (rate, burst) = {
+            let l = self.limits.read();
+            (l.max_conn_rate, Self::burst_of(&l))
+        };
         if rate == 0 {
             return true;
         }
-        let burst = f64::from(Self::burst_of(&self.limits));
         let mut b = self.bucket.lock();
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * f64::from(rate)).min(burst);
+        b.tokens = (b.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
         b.last = b.last.max(now);
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -161,88 +246,139 @@ impl FailureLimiter {
         }
     }
 
+    /// Is the source's own key (failures naming no user) banned?
     pub fn is_banned(&self, ip: IpAddr) -> bool {
-        self.is_banned_at(ip, Instant::now())
+        self.is_banned_for_at(ip, None, Instant::now())
+    }
+
+    /// Is (source, user) banned? `user` must name an existing user (None:
+    /// the source's spray budget).
+    pub fn is_banned_for(&self, ip: IpAddr, user: Option<&str>) -> bool {
+        self.is_banned_for_at(ip, user, Instant::now())
     }
 
     pub fn is_banned_at(&self, ip: IpAddr, now: Instant) -> bool {
-        if self.limits.max_failures == 0 {
-            return false;
-        }
-        self.sources
-            .lock()
-            .get(&source_key(ip))
-            .and_then(|s| s.banned_until)
-            .is_some_and(|t| t > now)
+        self.is_banned_for_at(ip, None, now)
     }
 
-    /// Count a failed authentication from `ip`. Returns true when this
-    /// failure got the source banned.
+    pub fn is_banned_for_at(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> bool {
+        if self.limits.read().max_failures == 0 {
+            return false;
+        }
+        self.entries
+            .lock()
+            .get(&key(ip, user))
+            .is_some_and(|e| e.banned_at(now))
+    }
+
+    /// Count a failure that names no existing user against the source.
+    /// Returns true when this failure got the key banned.
     pub fn record_failure(&self, ip: IpAddr) -> bool {
-        self.record_failure_at(ip, Instant::now())
+        self.record_failure_for_at(ip, None, Instant::now())
     }
 
     pub fn record_failure_at(&self, ip: IpAddr, now: Instant) -> bool {
+        self.record_failure_for_at(ip, None, now)
+    }
+
+    /// Count a failed login as `user` (an existing user; None: the source's
+    /// spray budget). Returns true when this failure got the key banned.
+    pub fn record_failure_for(&self, ip: IpAddr, user: Option<&str>) -> bool {
+        self.record_failure_for_at(ip, user, Instant::now())
+    }
+
+    pub fn record_failure_for_at(&self, ip: IpAddr, user: Option<&str>, now: Instant) -> bool {
         self.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-        let l = &self.limits;
+        let l = self.limits.read().clone();
         if l.max_failures == 0 {
             return false;
         }
-        let key = source_key(ip);
-        let mut sources = self.sources.lock();
-        if !sources.contains_key(&key) && sources.len() >= MAX_TRACKED_SOURCES {
-            Self::prune(&mut sources, l.window, now);
-            if sources.len() >= MAX_TRACKED_SOURCES {
-                self.counters.untracked.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
+        let k = key(ip, user);
+        let mut entries = self.entries.lock();
+        if !entries.contains_key(&k) && entries.len() >= self.capacity {
+            self.make_room(&mut entries, l.window, now);
         }
-        let st = sources.entry(key).or_insert(SourceState {
-            window_start: now,
-            failures: 0,
-            banned_until: None,
-        });
-        match st.banned_until {
-            // Already banned: nothing more to decide.
+        let e = entries.entry(k).or_insert_with(|| Entry::fresh(now));
+        match e.banned_until {
+            // Already banned: refused logins are not counted again.
             Some(t) if t > now => return false,
-            // A ban that ran out starts the source afresh.
+            // A ban that ran out: count afresh, but remember the strikes.
             Some(_) => {
-                *st = SourceState {
-                    window_start: now,
-                    failures: 0,
-                    banned_until: None,
-                }
+                e.banned_until = None;
+                e.window_start = now;
+                e.failures = 0;
             }
             None => {}
         }
-        if now.saturating_duration_since(st.window_start) >= l.window {
-            st.window_start = now;
-            st.failures = 0;
+        if now.saturating_duration_since(e.window_start) >= l.window {
+            e.window_start = now;
+            e.failures = 0;
         }
-        st.failures += 1;
-        if st.failures >= l.max_failures {
-            st.banned_until = Some(now + l.ban);
-            self.counters.bans.fetch_add(1, Ordering::Relaxed);
-            return true;
+        e.failures += 1;
+        e.quiet_since = now;
+        if e.failures < l.max_failures {
+            return false;
         }
-        false
+        let factor = 1u32.checked_shl(e.strikes.min(31)).unwrap_or(u32::MAX);
+        let length = l.ban.saturating_mul(factor).min(l.max_ban.max(l.ban));
+        let until = now
+            .checked_add(length)
+            .or_else(|| now.checked_add(l.ban))
+            .unwrap_or(now);
+        e.banned_until = Some(until);
+        e.quiet_since = until;
+        e.strikes = e.strikes.saturating_add(1);
+        e.failures = 0;
+        self.counters.bans.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
-    /// Drop sources whose window and ban are both over.
-    fn prune(sources: &mut HashMap<IpAddr, SourceState>, window: Duration, now: Instant) {
-        sources.retain(|_, s| match s.banned_until {
-            Some(t) => t > now,
-            None => now.saturating_duration_since(s.window_start) < window,
-        });
+    /// When the table is full: drop what has expired, and if that is not
+    /// enough evict a batch, oldest clean entries first, then the bans that
+    /// end soonest. Tracking a new failure beats remembering an old one.
+    fn make_room(&self, entries: &mut HashMap<Key, Entry>, window: Duration, now: Instant) {
+        entries.retain(|_, e| !e.expired_at(now, window));
+        if entries.len() < self.capacity {
+            return;
+        }
+        let batch = (self.capacity / 16).max(1).min(entries.len());
+        let mut order: Vec<(bool, Instant, Key)> = entries
+            .iter()
+            .map(|(k, e)| {
+                let banned = e.banned_at(now);
+                let when = if banned {
+                    e.banned_until.unwrap_or(now)
+                } else {
+                    e.quiet_since
+                };
+                (banned, when, k.clone())
+            })
+            .collect();
+        order.select_nth_unstable_by(batch - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (_, _, k) in order.into_iter().take(batch) {
+            entries.remove(&k);
+        }
+        self.counters
+            .evicted
+            .fetch_add(batch as u64, Ordering::Relaxed);
     }
 
-    /// Forget expired sources (call now and then, e.g. from a timer).
+    /// Forget keys that have been quiet for a window. The server calls this
+    /// from a timer.
     pub fn sweep(&self) {
         self.sweep_at(Instant::now());
     }
 
     pub fn sweep_at(&self, now: Instant) {
-        Self::prune(&mut self.sources.lock(), self.limits.window, now);
+        let window = self.limits.read().window;
+        self.entries
+            .lock()
+            .retain(|_, e| !e.expired_at(now, window));
+    }
+
+    /// Keys tracked right now.
+    pub fn tracked(&self) -> usize {
+        self.entries.lock().len()
     }
 
     pub fn stats(&self) -> LimiterStats {
@@ -251,154 +387,24 @@ impl FailureLimiter {
 
     pub fn stats_at(&self, now: Instant) -> LimiterStats {
         let c = &self.counters;
-        let banned = self
-            .sources
-            .lock()
-            .values()
-            .filter(|s| s.banned_until.is_some_and(|t| t > now))
-            .count();
+        let (banned, tracked) = {
+            let entries = self.entries.lock();
+            let banned = entries.values().filter(|e| e.banned_at(now)).count();
+            (banned, entries.len())
+        };
         LimiterStats {
             auth_failures: c.auth_failures.load(Ordering::Relaxed),
             bans: c.bans.load(Ordering::Relaxed),
             banned_refusals: c.banned_refusals.load(Ordering::Relaxed),
             rate_limited: c.rate_limited.load(Ordering::Relaxed),
-            untracked: c.untracked.load(Ordering::Relaxed),
-            banned_sources: banned as u64,
+            evicted: c.evicted.load(Ordering::Relaxed),
+            pending_checks: c.pending_checks.load(Ordering::Relaxed),
+            abandoned_checks: c.abandoned_checks.load(Ordering::Relaxed),
+            banned_keys: banned as u64,
+            tracked_keys: tracked as u64,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(max_failures: u32, rate: u32, burst: u32) -> AuthLimits {
-        AuthLimits {
-            max_failures,
-            window: Duration::from_secs(60),
-            ban: Duration::from_secs(60),
-            max_conn_rate: rate,
-            conn_burst: burst,
-            bcrypt_workers: 1,
-        }
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
-
-    #[test]
-    fn ban_engages_and_lifts() {
-        let t0 = Instant::now();
-        let l = FailureLimiter::new_at(&limits(3, 0, 0), t0);
-        let a = ip("10.0.0.1");
-        let other = ip("10.0.0.2");
-        assert!(!l.record_failure_at(a, t0));
-        assert!(!l.record_failure_at(a, t0 + Duration::from_secs(1)));
-        assert_eq!(
-            l.admit_at(a, t0 + Duration::from_secs(2)),
-            Admission::Allowed
-        );
-        assert!(l.record_failure_at(a, t0 + Duration::from_secs(2)));
-        assert!(l.is_banned_at(a, t0 + Duration::from_secs(3)));
-        assert_eq!(
-            l.admit_at(a, t0 + Duration::from_secs(3)),
-            Admission::Banned
-        );
-        // Other sources are unaffected.
-        assert_eq!(
-            l.admit_at(other, t0 + Duration::from_secs(3)),
-            Admission::Allowed
-        );
-        // Failures while banned do not extend the ban.
-        assert!(!l.record_failure_at(a, t0 + Duration::from_secs(30)));
-        assert!(l.is_banned_at(a, t0 + Duration::from_secs(61)));
-        assert!(!l.is_banned_at(a, t0 + Duration::from_secs(62)));
-        // After the ban, the count starts from zero.
-        assert!(!l.record_failure_at(a, t0 + Duration::from_secs(63)));
-        assert!(!l.is_banned_at(a, t0 + Duration::from_secs(63)));
-        let s = l.stats_at(t0 + Duration::from_secs(63));
-        assert_eq!(
-            (s.auth_failures, s.bans, s.banned_refusals, s.banned_sources),
-            (5, 1, 1, 0)
-        );
-    }
-
-    #[test]
-    fn failures_outside_the_window_do_not_add_up() {
-        let t0 = Instant::now();
-        let l = FailureLimiter::new_at(&limits(2, 0, 0), t0);
-        let a = ip("192.0.2.7");
-        assert!(!l.record_failure_at(a, t0));
-        assert!(!l.record_failure_at(a, t0 + Duration::from_secs(61)));
-        assert!(l.record_failure_at(a, t0 + Duration::from_secs(62)));
-    }
-
-    #[test]
-    fn ipv6_grouped_by_64_and_mapped_v4_is_v4() {
-        let t0 = Instant::now();
-        let l = FailureLimiter::new_at(&limits(2, 0, 0), t0);
-        assert!(!l.record_failure_at(ip("2001:db8:1:2::1"), t0));
-        assert!(l.record_failure_at(ip("2001:db8:1:2:ffff::9"), t0));
-        assert!(l.is_banned_at(ip("2001:db8:1:2::abcd"), t0));
-        assert!(!l.is_banned_at(ip("2001:db8:1:3::1"), t0));
-        assert!(!l.record_failure_at(ip("::ffff:10.1.1.1"), t0));
-        assert!(l.record_failure_at(ip("10.1.1.1"), t0));
-    }
-
-    #[test]
-    fn zero_disables_bans() {
-        let t0 = Instant::now();
-        let l = FailureLimiter::new_at(&limits(0, 0, 0), t0);
-        for _ in 0..100 {
-            assert!(!l.record_failure_at(ip("10.0.0.1"), t0));
-        }
-        assert_eq!(l.admit_at(ip("10.0.0.1"), t0), Admission::Allowed);
-        assert_eq!(l.stats_at(t0).auth_failures, 100);
-    }
-
-    #[test]
-    fn connection_rate_token_bucket() {
-        let t0 = Instant::now();
-        let l = FailureLimiter::new_at(&limits(0, 10, 5), t0);
-        let a = ip("10.0.0.1");
-        for _ in 0..5 {
-            assert_eq!(l.admit_at(a, t0), Admission::Allowed);
-        }
-        assert_eq!(l.admit_at(a, t0), Admission::RateLimited);
-        // 10/s refills one token per 100 ms.
-        assert_eq!(
-            l.admit_at(a, t0 + Duration::from_millis(100)),
-            Admission::Allowed
-        );
-        assert_eq!(
-            l.admit_at(a, t0 + Duration::from_millis(150)),
-            Admission::RateLimited
-        );
-        // Never more than the burst, however long the pause.
-        let later = t0 + Duration::from_secs(3600);
-        for _ in 0..5 {
-            assert_eq!(l.admit_at(a, later), Admission::Allowed);
-        }
-        assert_eq!(l.admit_at(a, later), Admission::RateLimited);
-        assert_eq!(l.stats_at(later).rate_limited, 3);
-        // An instant earlier than the last one (clock skew) is harmless.
-        assert_eq!(l.admit_at(a, t0), Admission::RateLimited);
-    }
-
-    #[test]
-    fn table_is_bounded() {
-        let t0 = Instant::now();
-        let l = FailureLimiter::new_at(&limits(5, 0, 0), t0);
-        for n in 0..MAX_TRACKED_SOURCES as u32 {
-            l.record_failure_at(IpAddr::V4(n.into()), t0);
-        }
-        let extra = IpAddr::V4(u32::MAX.into());
-        l.record_failure_at(extra, t0);
-        assert_eq!(l.stats_at(t0).untracked, 1);
-        // Once the old entries expire there is room again.
-        l.record_failure_at(extra, t0 + Duration::from_secs(61));
-        assert_eq!(l.stats_at(t0).untracked, 1);
-        assert_eq!(l.sources.lock().len(), 1);
-    }
-}
+mod tests;

@@ -200,21 +200,59 @@ async fn every_password_failure_costs_one_bcrypt() {
     assert_eq!(a.bcrypt_pool().verifications(), 0);
 }
 
+fn hash_at(pw: &str, cost: u32) -> Secret {
+    Secret::parse(&bcrypt::hash(pw, cost).expect("hash")).expect("bcrypt")
+}
+
 #[tokio::test]
-async fn dummy_hash_uses_the_highest_configured_cost() {
+async fn a_failure_costs_the_bcrypt_cost_of_a_real_user() {
+    // Mixed costs: a wrong password costs the user's own hash; an unknown
+    // name (or a plain-password user) costs one of the configured costs,
+    // the same one for the same name every time, spread over the costs in
+    // use, so timing does not tell unknown names from real ones.
     let cfg = AuthConfig {
         users: vec![
-            user("a", Some(hash("x")), None),
-            user(
-                "b",
-                Some(Secret::parse(&bcrypt::hash("y", 5).expect("h")).expect("s")),
-                None,
-            ),
+            user("four", Some(hash_at("x", 4)), None),
+            user("five", Some(hash_at("y", 5)), None),
+            user("plain", Some(plain("p")), None),
         ],
         ..AuthConfig::default()
     };
     let a = auth(cfg);
-    assert_eq!(a.dummy.as_deref(), Some(dummy_bcrypt_hash(5).as_str()));
+    let pool = a.bcrypt_pool();
+    assert_eq!(a.timing_cost(Some("four")), Some(4));
+    assert_eq!(a.timing_cost(Some("five")), Some(5));
+    assert!(
+        a.authenticate(PEER, Some("four"), Some("bad"), None, None)
+            .await
+            .is_err()
+    );
+    assert_eq!((pool.verifications_at(4), pool.verifications_at(5)), (1, 0));
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..64 {
+        let name = format!("nobody{n}");
+        let cost = a.timing_cost(Some(&name)).expect("a cost");
+        assert_eq!(a.timing_cost(Some(&name)), Some(cost), "stable per name");
+        let before = pool.verifications_at(cost);
+        assert!(
+            a.authenticate(PEER, Some(&name), Some("x"), None, None)
+                .await
+                .is_err()
+        );
+        assert_eq!(pool.verifications_at(cost), before + 1, "{name}");
+        seen.insert(cost);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), [4, 5]);
+    let c = a
+        .timing_cost(Some("plain"))
+        .expect("plain user gets a cost");
+    assert!(c == 4 || c == 5);
+    // With no bcrypt anywhere there is nothing to equalise.
+    let a = auth(AuthConfig {
+        users: vec![user("bob", Some(plain("bpw")), None)],
+        ..AuthConfig::default()
+    });
+    assert_eq!(a.timing_cost(Some("nobody")), None);
 }
 
 fn attr(oid: &str, v: &str) -> DnAttr {
@@ -306,13 +344,16 @@ fn invalid_combinations() {
     assert!(Authenticator::new(&AuthConfig::default(), true, no_limits(), 1).is_err());
 }
 
-#[tokio::test]
-async fn failures_ban_the_source() {
-    let limiter = Arc::new(FailureLimiter::new(&AuthLimits {
-        max_failures: 3,
-        max_conn_rate: 0,
+fn limiter(max_failures: u32) -> Arc<FailureLimiter> {
+    Arc::new(FailureLimiter::new(&AuthLimits {
+        max_failures,
         ..AuthLimits::default()
-    }));
+    }))
+}
+
+#[tokio::test]
+async fn token_failures_ban_the_source() {
+    let limiter = limiter(3);
     let cfg = AuthConfig {
         token: Some(plain("tok")),
         ..AuthConfig::default()
@@ -331,7 +372,8 @@ async fn failures_ban_the_source() {
         .await
         .unwrap_err();
     assert_eq!(e.reason, REASON_BANNED);
-    assert_eq!(a.limiter().admit(PEER), Admission::Banned);
+    // Connections are still admitted: the ban is decided at CONNECT.
+    assert_eq!(a.limiter().admit(PEER), Admission::Allowed);
     let other: IpAddr = "192.0.2.2".parse().expect("ip");
     assert!(
         a.authenticate(other, None, None, Some("tok"), None)
@@ -339,8 +381,181 @@ async fn failures_ban_the_source() {
             .is_ok()
     );
     let s = limiter.stats();
-    assert_eq!((s.auth_failures, s.bans, s.banned_sources), (3, 1, 1));
-    assert_eq!(s.banned_refusals, 2);
+    assert_eq!((s.auth_failures, s.bans, s.banned_keys), (3, 1, 1));
+    assert_eq!(s.banned_refusals, 1);
+}
+
+#[tokio::test]
+async fn bans_are_per_user_and_sprays_share_one_budget() {
+    let cfg = AuthConfig {
+        users: vec![
+            user("app", Some(plain("apw")), None),
+            user("ops", Some(plain("opw")), None),
+        ],
+        ..AuthConfig::default()
+    };
+    let a = Authenticator::new(&cfg, false, limiter(3), 1).expect("auth");
+    let login =
+        |u: &'static str, p: &'static str| a.authenticate(PEER, Some(u), Some(p), None, None);
+    for _ in 0..3 {
+        assert_eq!(
+            login("app", "old").await.unwrap_err().reason,
+            REASON_BAD_PASSWORD
+        );
+    }
+    // The target is banned, even with its right password...
+    assert_eq!(login("app", "apw").await.unwrap_err().reason, REASON_BANNED);
+    // ...the other user of the same address is not.
+    assert!(login("ops", "opw").await.is_ok());
+    // Unknown names share the source's budget; its ban refuses only them.
+    for n in ["x1", "x2", "x3"] {
+        let e = a
+            .authenticate(PEER, Some(n), Some("p"), None, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason, REASON_UNKNOWN_USER);
+    }
+    let e = a
+        .authenticate(PEER, Some("x4"), Some("p"), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, REASON_BANNED);
+    assert!(login("ops", "opw").await.is_ok());
+    assert_eq!(a.limiter().stats().bans, 2);
+}
+
+/// Poll `cond` (bounded) while something runs elsewhere.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_decided_after_the_ban_engaged_is_refused() {
+    // Parallel attempts all pass the first ban check; the one that guesses
+    // right must not get in if the ban engaged while it was verified.
+    let cfg = AuthConfig {
+        users: vec![user("u", Some(hash_at("right", 12)), None)],
+        ..AuthConfig::default()
+    };
+    let limiter = limiter(3);
+    let a = Arc::new(Authenticator::new(&cfg, false, limiter.clone(), 1).expect("auth"));
+    let a2 = a.clone();
+    let guess = tokio::spawn(async move {
+        a2.authenticate(PEER, Some("u"), Some("right"), None, None)
+            .await
+    });
+    eventually("verification running", || {
+        a.bcrypt_pool().verifications() == 1
+    })
+    .await;
+    // Meanwhile other attempts fail and ban (PEER, u).
+    for _ in 0..3 {
+        limiter.record_failure_for(PEER, Some("u"));
+    }
+    let e = guess.await.expect("join").unwrap_err();
+    assert_eq!(e.reason, REASON_BANNED);
+    assert_eq!(a.bcrypt_pool().verifications(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_queued_behind_the_ban_runs_no_bcrypt() {
+    let cfg = AuthConfig {
+        users: vec![
+            user("slow", Some(hash_at("s", 12)), None),
+            user("u", Some(hash_at("right", 4)), None),
+        ],
+        ..AuthConfig::default()
+    };
+    let limiter = limiter(3);
+    let a = Arc::new(Authenticator::new(&cfg, false, limiter.clone(), 1).expect("auth"));
+    // Occupy the only worker, then queue a guess behind it.
+    let a1 = a.clone();
+    let busy = tokio::spawn(async move {
+        a1.authenticate(PEER, Some("slow"), Some("s"), None, None)
+            .await
+    });
+    eventually("worker busy", || a.bcrypt_pool().verifications() == 1).await;
+    let a2 = a.clone();
+    let queued = tokio::spawn(async move {
+        a2.authenticate(PEER, Some("u"), Some("guess"), None, None)
+            .await
+    });
+    eventually("guess queued", || limiter.stats().pending_checks == 2).await;
+    for _ in 0..3 {
+        limiter.record_failure_for(PEER, Some("u"));
+    }
+    assert!(busy.await.expect("join").is_ok());
+    let e = queued.await.expect("join").unwrap_err();
+    assert_eq!(e.reason, REASON_BANNED);
+    assert_eq!(
+        a.bcrypt_pool().verifications(),
+        1,
+        "the queued guess ran no bcrypt"
+    );
+    let s = limiter.stats();
+    assert_eq!((s.pending_checks, s.abandoned_checks), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_check_leaves_the_queue() {
+    let cfg = AuthConfig {
+        users: vec![
+            user("slow", Some(hash_at("s", 12)), None),
+            user("u", Some(hash_at("right", 4)), None),
+        ],
+        ..AuthConfig::default()
+    };
+    let limiter = no_limits();
+    let a = Arc::new(Authenticator::new(&cfg, false, limiter.clone(), 1).expect("auth"));
+    let a1 = a.clone();
+    let busy = tokio::spawn(async move {
+        a1.authenticate(PEER, Some("slow"), Some("s"), None, None)
+            .await
+    });
+    eventually("worker busy", || a.bcrypt_pool().verifications() == 1).await;
+    let a2 = a.clone();
+    let queued = tokio::spawn(async move {
+        a2.authenticate(PEER, Some("u"), Some("right"), None, None)
+            .await
+    });
+    eventually("queued", || limiter.stats().pending_checks == 2).await;
+    // The client hangs up: its reader drops the check.
+    queued.abort();
+    eventually("dropped", || limiter.stats().pending_checks == 1).await;
+    assert!(busy.await.expect("join").is_ok());
+    let s = limiter.stats();
+    assert_eq!((s.pending_checks, s.abandoned_checks), (0, 1));
+    assert_eq!(a.bcrypt_pool().verifications(), 1);
+}
+
+#[test]
+fn reload_keeps_the_limiter_and_the_pool() {
+    let mut o = crate::config::Options {
+        auth: AuthConfig {
+            users: vec![user("u", Some(plain("p")), None)],
+            ..AuthConfig::default()
+        },
+        ..Default::default()
+    };
+    o.auth_limits.max_failures = 3;
+    o.auth_limits.bcrypt_workers = 2;
+    let first = Authenticator::from_options(&o).expect("auth");
+    first.limiter().record_failure_for(PEER, Some("u"));
+    o.auth_limits.max_failures = 2;
+    let second = Authenticator::reloaded(&o, &first).expect("reload");
+    assert!(Arc::ptr_eq(first.limiter(), second.limiter()));
+    assert!(std::ptr::eq(first.bcrypt_pool(), second.bcrypt_pool()));
+    assert_eq!(second.limiter().limits().max_failures, 2);
+    // The failure before the reload still counts.
+    assert!(second.limiter().record_failure_for(PEER, Some("u")));
+    o.auth_limits.bcrypt_workers = 3;
+    let third = Authenticator::reloaded(&o, &second).expect("reload");
+    assert!(Arc::ptr_eq(second.limiter(), third.limiter()));
+    assert_eq!(third.bcrypt_pool().workers(), 3);
 }
 
 #[test]

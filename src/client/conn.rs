@@ -216,6 +216,8 @@ pub mod errors {
     pub const SLOW_CONSUMER: &[u8] = b"-ERR 'Slow Consumer'\r\n";
     pub const STALE_CONNECTION: &[u8] = b"-ERR 'Stale Connection'\r\n";
     pub const MAX_CONNECTIONS: &[u8] = b"-ERR 'maximum connections exceeded'\r\n";
+    /// rnats-specific: `auth_limits.max_conn_rate` (off by default).
+    pub const RATE_LIMITED: &[u8] = b"-ERR 'Connection Rate Limit Exceeded'\r\n";
     pub const MAX_SUBSCRIPTIONS: &[u8] = b"-ERR 'maximum subscriptions exceeded'\r\n";
     pub const AUTH_VIOLATION: &[u8] = b"-ERR 'Authorization Violation'\r\n";
     pub const AUTH_TIMEOUT: &[u8] = b"-ERR 'Authentication Timeout'\r\n";

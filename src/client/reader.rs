@@ -57,6 +57,8 @@ pub(super) struct Reader {
     pub_allowed: rustc_hash::FxHashMap<Bytes, bool>,
     /// When the credentials stop being valid (a control message sets it).
     expires: Option<Instant>,
+    /// CONNECT, and its credential check, must be done by then.
+    auth_deadline: Instant,
     verbose: bool,
     pedantic: bool,
     echo: bool,
@@ -104,6 +106,7 @@ impl Reader {
             perms: None,
             pub_allowed: Default::default(),
             expires: None,
+            auth_deadline: Instant::now() + opts.auth_timeout,
             cache: LookupCache::default(),
             batch: Batch::default(),
             pending_subs: Vec::new(),
@@ -116,7 +119,7 @@ impl Reader {
     }
 
     pub(super) async fn run(mut self, mut rd: ReadSide, mut ctl: mpsc::Receiver<ConnCtl>) {
-        let auth_deadline = Instant::now() + self.ctx.opts().auth_timeout;
+        let auth_deadline = self.auth_deadline;
         let mut buf = BytesMut::with_capacity(MIN_READ);
         let mut read_size = MIN_READ;
         let closing = self.shared.closing.clone();
@@ -164,7 +167,7 @@ impl Reader {
             // Adapt the read size like nats-server: grow while reads fill
             // the buffer, shrink when they do not, so idle connections stay small.
             let out_before = self.delivered;
-            let stop = self.process(&mut buf).await;
+            let stop = self.process(&mut buf, &mut rd).await;
             self.end_batch();
             let max = if self.delivered == out_before {
                 MAX_INGEST_READ
@@ -234,7 +237,7 @@ impl Reader {
         a
     }
 
-    async fn process(&mut self, buf: &mut BytesMut) -> Result<(), Stop> {
+    async fn process(&mut self, buf: &mut BytesMut, rd: &mut ReadSide) -> Result<(), Stop> {
         loop {
             // A kicked or cut-off connection stops here, not after the
             // rest of its read buffer.
@@ -299,7 +302,7 @@ impl Reader {
                     self.shared.pings_out.store(0, Ordering::Relaxed);
                     continue;
                 }
-                ClientOp::Connect(json) => self.connect(&json).await?,
+                ClientOp::Connect(json) => self.connect(&json, buf, rd).await?,
                 ClientOp::Ignored => continue,
             }
             if self.verbose {
@@ -357,7 +360,14 @@ impl Reader {
         Stop::Close(reason)
     }
 
-    async fn connect(&mut self, json: &[u8]) -> Result<(), Stop> {
+    /// `buf` and `rd` are the connection's input: the credential check
+    /// watches it for the client hanging up.
+    async fn connect(
+        &mut self,
+        json: &[u8],
+        buf: &mut BytesMut,
+        rd: &mut ReadSide,
+    ) -> Result<(), Stop> {
         // A CONNECT that is not a valid JSON object closes the connection;
         // nats-server does so silently, rnats says why. (serde would take
         // `[]` for a struct, hence the check for `{`.)
@@ -394,7 +404,7 @@ impl Reader {
         }
         if !self.connected {
             let account_name = if self.auth_required {
-                self.authenticate(&opts).await?
+                self.authenticate(&opts, buf, rd).await?
             } else {
                 None
             };
@@ -451,20 +461,51 @@ impl Reader {
     /// bounded pool, not on this task). Every decision is audited; a
     /// failure closes the connection with 'Authorization Violation'.
     /// Returns the name of the user's account (None: the default).
-    async fn authenticate(&mut self, opts: &ConnectOptions) -> Result<Option<String>, Stop> {
+    ///
+    /// The check is bounded by the auth timeout, like the wait for CONNECT
+    /// (nats-server's auth timer also runs until CONNECT is processed), and
+    /// dropped as soon as the client hangs up: a login flood cannot queue
+    /// bcrypt work for clients that are gone. Input the client pipelines
+    /// behind CONNECT is kept in `buf` for after the decision.
+    async fn authenticate(
+        &mut self,
+        opts: &ConnectOptions,
+        buf: &mut BytesMut,
+        rd: &mut ReadSide,
+    ) -> Result<Option<String>, Stop> {
         let (auth, auth_gen) = self.ctx.auth_with_gen();
         self.auth_gen = auth_gen;
         let identity = self.shared.tls_identity.lock().clone();
         let peer = self.shared.peer;
-        let result = auth
-            .authenticate(
-                peer.ip(),
-                opts.user.as_deref(),
-                opts.pass.as_deref(),
-                opts.auth_token.as_deref(),
-                identity.as_ref(),
-            )
-            .await;
+        let check = auth.authenticate(
+            peer.ip(),
+            opts.user.as_deref(),
+            opts.pass.as_deref(),
+            opts.auth_token.as_deref(),
+            identity.as_ref(),
+        );
+        tokio::pin!(check);
+        let closing = self.shared.closing.clone();
+        let result = loop {
+            tokio::select! {
+                biased;
+                r = &mut check => break r,
+                _ = closing.cancelled() => return Err(Stop::Close(CloseReason::ClientClosed)),
+                _ = tokio::time::sleep_until(self.auth_deadline) => {
+                    tracing::error!(
+                        "{peer} - cid:{} - authentication timeout: credential check not done in time",
+                        self.shared.cid
+                    );
+                    self.shared.out.send_now(errors::AUTH_TIMEOUT);
+                    return Err(Stop::Close(CloseReason::AuthenticationTimeout));
+                }
+                r = rd.read_buf(buf), if buf.len() < MAX_READ => match r {
+                    Ok(0) => return Err(Stop::Close(CloseReason::ClientClosed)),
+                    Ok(_) => continue,
+                    Err(_) => return Err(Stop::Close(CloseReason::ReadError)),
+                },
+            }
+        };
         crate::auth::audit(&crate::auth::AuditEvent::from_outcome(
             peer,
             Some(self.shared.cid),

@@ -187,31 +187,24 @@ impl ClientSupervisor {
             });
             return;
         }
-        // Connection-rate limit and failed-auth bans, before any TLS work.
-        match ctx.auth().limiter().admit(peer.ip()) {
-            Admission::Allowed => {}
-            refusal => {
-                let (err, what): (&'static [u8], _) = match refusal {
-                    Admission::Banned => (
-                        b"-ERR 'Too Many Failed Authentications'\r\n",
-                        "source banned after repeated authentication failures",
-                    ),
-                    _ => (
-                        b"-ERR 'Connection Rate Limit Exceeded'\r\n",
-                        "connection rate limit exceeded",
-                    ),
-                };
-                tracing::warn!("{peer} - connection refused: {what}");
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
-                        stream.write_all(err).await?;
-                        stream.shutdown().await
-                    })
-                    .await;
-                });
-                return;
-            }
+        // The connection-rate limit (off by default), before any TLS work.
+        // Failed-login bans are per user and wait for CONNECT: refusing a
+        // whole address here would lock out every client behind a NAT.
+        if ctx.auth().limiter().admit(peer.ip()) == Admission::RateLimited {
+            tracing::warn!("{peer} - connection refused: connection rate limit exceeded");
+            // INFO first, then the reason, as for max_connections, so a
+            // client reports why.
+            let info = ctx.client_info_line_for(None, &peer);
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                    stream.write_all(&info).await?;
+                    stream.write_all(errors::RATE_LIMITED).await?;
+                    stream.shutdown().await
+                })
+                .await;
+            });
+            return;
         }
         let _ = stream.set_nodelay(true);
         let cid = ctx.next_cid.fetch_add(1, Ordering::Relaxed);

@@ -374,13 +374,18 @@ pub fn plaintext_warnings(cfg: &AuthConfig) -> Vec<String> {
 /// A zero disables the corresponding limit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuthLimits {
-    /// Failed authentications from one source within `window` that get it
-    /// banned. IPv6 sources are grouped by /64.
+    /// Failed logins as one user from one source (or naming no existing
+    /// user, from one source) within `window` that ban that pair. IPv6
+    /// sources are grouped by /64.
     pub max_failures: u32,
     pub window: Duration,
-    /// How long a banned source is refused.
+    /// How long the first ban lasts; each further ban of the same pair
+    /// doubles it, up to `max_ban` (taken as `ban` when shorter).
     pub ban: Duration,
-    /// New connections accepted per second, server-wide (token bucket rate).
+    pub max_ban: Duration,
+    /// New connections accepted per second, server-wide (token bucket
+    /// rate). 0 (the default) means unlimited, as in nats-server, which has
+    /// no such limit.
     pub max_conn_rate: u32,
     /// Token bucket size: connections accepted in one burst.
     pub conn_burst: u32,
@@ -394,7 +399,8 @@ impl Default for AuthLimits {
             max_failures: 10,
             window: Duration::from_secs(60),
             ban: Duration::from_secs(60),
-            max_conn_rate: 1000,
+            max_ban: Duration::from_secs(3600),
+            max_conn_rate: 0,
             conn_burst: 2000,
             bcrypt_workers: 0,
         }
@@ -412,13 +418,14 @@ impl AuthLimits {
                 "max_failures" => l.max_failures = conf::uint32(val, &lk)?,
                 "window" => l.window = conf::duration(val, &lk)?,
                 "ban" => l.ban = conf::duration(val, &lk)?,
+                "max_ban" => l.max_ban = conf::duration(val, &lk)?,
                 "max_conn_rate" => l.max_conn_rate = conf::uint32(val, &lk)?,
                 "conn_burst" => l.conn_burst = conf::uint32(val, &lk)?,
                 "bcrypt_workers" => l.bcrypt_workers = conf::count(val, &lk)?,
                 _ => cx.unknown(
                     Some(
-                        "auth_limits (known: max_failures, window, ban, max_conn_rate, \
-                         conn_burst, bcrypt_workers)",
+                        "auth_limits (known: max_failures, window, ban, max_ban, \
+                         max_conn_rate, conn_burst, bcrypt_workers)",
                     ),
                     k,
                     val,
@@ -620,6 +627,7 @@ mod tests {
             ("max_failures", i(3)),
             ("window", s("10s")),
             ("ban", i(30)),
+            ("max_ban", s("10m")),
             ("max_conn_rate", i(0)),
             ("conn_burst", i(5)),
             ("bcrypt_workers", i(2)),
@@ -631,6 +639,7 @@ mod tests {
                 max_failures: 3,
                 window: Duration::from_secs(10),
                 ban: Duration::from_secs(30),
+                max_ban: Duration::from_secs(600),
                 max_conn_rate: 0,
                 conn_burst: 5,
                 bcrypt_workers: 2,

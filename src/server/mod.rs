@@ -419,6 +419,7 @@ impl Server {
         tracing::info!("Listening for client connections on {}", client_addr);
         tracing::info!("Server is ready");
         tokio::spawn(release_memory(ctx.clone()));
+        tokio::spawn(sweep_limiter(ctx.clone()));
         let done = tokio::spawn(async move {
             let _ = handle.await;
         });
@@ -437,16 +438,18 @@ impl Server {
 
     /// Apply a reloaded configuration: new TLS certificates and CA apply to
     /// new connections (existing ones stay up); new authorization applies
-    /// at once, and clients whose credentials are no longer valid are
+    /// at once (the failed-login limiter keeps its bans and counts), and clients whose credentials are no longer valid are
     /// disconnected with 'Authorization Violation', as nats-server does.
     /// Listener addresses and ports are not reloadable.
     pub fn reload(&self, opts: Options) -> Result<(), String> {
         opts.validate().map_err(|e| e.to_string())?;
-        let auth = Authenticator::from_options(&opts)?;
         let tls = match &opts.tls {
             Some(t) => Some(ClientTls::from_options(t).map_err(|e| e.0)?),
             None => None,
         };
+        // Last, as it applies the new limits to the limiter it carries over
+        // (bans, failure counts and the rate bucket survive a reload).
+        let auth = Authenticator::reloaded(&opts, &self.ctx.auth())?;
         for w in crate::auth::plaintext_warnings(&opts.auth) {
             tracing::warn!("{w}");
         }
@@ -485,6 +488,18 @@ impl Server {
             if c.value().account().is_none() {
                 c.value().close(reason.clone());
             }
+        }
+    }
+}
+
+/// Forget failed-login entries that have gone quiet, now and then, so the
+/// table holds only live ones (a full table also evicts on its own).
+async fn sweep_limiter(ctx: Arc<ServerContext>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => ctx.auth().limiter().sweep(),
         }
     }
 }
