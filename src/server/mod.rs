@@ -414,9 +414,13 @@ impl Server {
     /// new connections (existing ones stay up); new authorization applies
     /// at once, and clients whose credentials are no longer valid are
     /// disconnected with 'Authorization Violation', as nats-server does.
-    /// Listener addresses and ports are not reloadable.
+    /// Monitoring addresses, ports and `monitor_auth { ca_file }` are not
+    /// reloadable: a reload that changes them is refused
+    /// ([`Options::check_reload`]); client listener addresses are kept as
+    /// they were.
     pub fn reload(&self, opts: Options) -> Result<(), String> {
         opts.validate().map_err(|e| e.to_string())?;
+        self.ctx.opts().check_reload(&opts)?;
         let auth = Authenticator::from_options(&opts)?;
         let tls = match &opts.tls {
             Some(t) => Some(ClientTls::from_options(t).map_err(|e| e.0)?),
