@@ -18,8 +18,10 @@ impl Options {
     /// below the duration, `max_payload` above 64MB or above `max_pending`,
     /// a server name with spaces, ports outside -1..65535, `https_port`
     /// without `tls`, inconsistent `tls`/`authorization`/`auth_limits`/
-    /// `monitor_auth` settings, and TLS or monitor CA files that cannot be
-    /// read (reported now, not at the first connection that needs them).
+    /// `monitor_auth` settings (among them a `ca_file`-only `monitor_auth`
+    /// beside a plain `http_port`, which a client certificate cannot
+    /// protect), and TLS or monitor CA files that cannot be read (reported
+    /// now, not at the first connection that needs them).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let timers: [(&str, Duration); 5] = [
             ("ping_interval", self.ping_interval),
