@@ -289,8 +289,11 @@ async fn query_strings_are_percent_decoded() {
     let v = http_json(addr, "/connz?subs=%74rue&limit=%32&offset=%30").await;
     assert_eq!(v["limit"], 2, "{v}");
     assert_eq!(v["offset"], 0, "{v}");
-    let list = &v["connections"][0]["subscriptions_list"];
-    assert_eq!(list, &serde_json::json!(["some.subject"]), "{v}");
+    // (The client may also hold its request-inbox subscription.)
+    let list = v["connections"][0]["subscriptions_list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no subscriptions_list: {v}"));
+    assert!(list.contains(&serde_json::json!("some.subject")), "{v}");
     // state=%63losed is state=closed (an empty list, not the open one);
     // `+` is a space, so "closed+" is not "closed".
     let v = http_json(addr, "/connz?state=%63losed").await;
