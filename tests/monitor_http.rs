@@ -1,6 +1,7 @@
 //! The plain monitoring port as an HTTP server: keep-alive, the bounds on
 //! the request head (size and read time, so a slowloris is dropped while
-//! others are served), percent-decoded query strings, `monitor_auth`
+//! others are served), a client that never reads its responses dropped
+//! after the write-stall bound, percent-decoded query strings, `monitor_auth`
 //! failures counted by the failure limiter shared with client logins, and
 //! a reload that would open the port refused.
 
@@ -416,5 +417,35 @@ async fn ca_file_only_beside_the_plain_port_is_refused() {
         401,
         "reload opened the port"
     );
+    server.shutdown().await;
+}
+
+/// A client that pipelines requests but never reads the responses fills
+/// the socket buffers; the server's write then stalls and, after the
+/// write-stall bound, the connection is closed (our writes start failing)
+/// rather than held forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_never_reads_is_dropped() {
+    let server = start_http(None).await;
+    let addr = server.http_addr.unwrap();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let batch = "GET /varz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100);
+    let bound = rnats::monitor::WRITE_STALL_TIMEOUT + Duration::from_secs(15);
+    let deadline = Instant::now() + bound;
+    let mut sent = 0usize;
+    let failed = loop {
+        match tokio::time::timeout_at(deadline, c.write_all(batch.as_bytes())).await {
+            Err(_) => break false,
+            Ok(Err(_)) => break true,
+            Ok(Ok(())) => sent += 100,
+        }
+        // Bounded in count too: kernel buffers hold a few MB at most.
+        if sent >= 2_000_000 {
+            break false;
+        }
+    };
+    assert!(failed, "still connected after {sent} unread requests");
+    // Others are served all along.
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
     server.shutdown().await;
 }
