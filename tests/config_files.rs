@@ -133,6 +133,23 @@ fn bad_configs(dir: &TempDir) -> Vec<(&'static str, String, usize, &'static str)
             "cannot read tls cert_file",
         ),
         (
+            // A client certificate exists only on the HTTPS port: with
+            // ca_file alone the plain port would be open to anyone.
+            "monitor_ca_only",
+            format!("http_port: 8222\nmonitor_auth {{\n  ca_file: \"{cert}\"\n}}\n"),
+            2,
+            "ca_file alone cannot protect the plain http_port",
+        ),
+        (
+            "monitor_ca_missing",
+            format!(
+                "https_port: 8443\ntls {{\n  cert_file: \"{cert}\"\n  key_file: \"{cert}\"\n}}\n\
+                 monitor_auth {{\n  user: a\n  password: b\n  ca_file: \"{missing}\"\n}}\n"
+            ),
+            9,
+            "cannot read monitor_auth ca_file",
+        ),
+        (
             "lame_duck_short",
             "lame_duck_duration: \"10s\"\n".into(),
             1,

@@ -244,3 +244,91 @@ async fn monitor_auth_ca_requires_a_client_certificate() {
     );
     server.shutdown().await;
 }
+
+/// Two requests on one TLS session: the HTTPS port keeps connections alive
+/// as the plain one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_monitor_keeps_the_connection_alive() {
+    let pki = Pki::new("https-ka");
+    let server = start(&pki, None).await;
+    let conn = connector(&pki, false);
+    let tcp = TcpStream::connect(server.https_addr.unwrap())
+        .await
+        .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(TIMEOUT, conn.connect(name, tcp))
+        .await
+        .unwrap()
+        .expect("TLS");
+    let mut buf = Vec::new();
+    for path in ["/healthz", "/varz"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tls.write_all(req.as_bytes()).await.unwrap();
+        // Read until this response's body is complete.
+        let body = loop {
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .expect("content-length");
+                if rest.len() >= len {
+                    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+                    buf.drain(..head.len() + 4 + len);
+                    break rest[..len].to_string();
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(TIMEOUT, tls.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "{path}: the server closed the TLS session");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v.is_object(), "{path}: {body}");
+    }
+    server.shutdown().await;
+}
+
+/// The HTTPS acceptor's client-certificate CA is fixed at start: a reload
+/// that would swap the token for a `ca_file` (which would then not be
+/// enforced) is refused, and the token stays required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_cannot_change_the_monitor_ca() {
+    let pki = Pki::new("monca-reload");
+    let token = MonitorAuth {
+        user: None,
+        password: None,
+        token: Some(Secret::parse("the-token").unwrap()),
+        ca_file: None,
+        healthz_open: true,
+    };
+    let server = start(&pki, Some(token)).await;
+    let conn = connector(&pki, false);
+    assert_eq!(get(&server, &conn, "/connz", None).await.unwrap().0, 401);
+    let mut opts = (*server.ctx.opts()).clone();
+    opts.monitor_auth = Some(MonitorAuth {
+        user: None,
+        password: None,
+        token: None,
+        ca_file: Some(pki.path("ca.pem")),
+        healthz_open: true,
+    });
+    let err = server.reload(opts).expect_err("reload accepted");
+    assert!(
+        err.contains("config reload not supported for monitor_auth.ca_file"),
+        "{err}"
+    );
+    assert_eq!(
+        get(&server, &conn, "/connz", None).await.unwrap().0,
+        401,
+        "the reload opened the HTTPS port"
+    );
+    server.shutdown().await;
+}

@@ -9,8 +9,9 @@ use super::value::{self as conf, Context};
 /// `monitor_auth { user, password, token, ca_file, healthz_open }`:
 /// rnats-specific protection for the monitoring endpoints. `password` and
 /// `token` may be bcrypt hashes. `ca_file` makes the HTTPS port demand a
-/// client certificate from that CA. `/healthz` stays open for probes
-/// unless `healthz_open: false`.
+/// client certificate from that CA (the plain port cannot, so `ca_file`
+/// alone is refused beside a plain `http_port`, in `Options::validate`).
+/// `/healthz` stays open for probes unless `healthz_open: false`.
 #[derive(Debug, Clone)]
 pub struct MonitorAuth {
     pub user: Option<String>,

@@ -18,8 +18,10 @@ impl Options {
     /// below the duration, `max_payload` above 64MB or above `max_pending`,
     /// a server name with spaces, ports outside -1..65535, `https_port`
     /// without `tls`, inconsistent `tls`/`authorization`/`auth_limits`/
-    /// `monitor_auth` settings, and TLS or monitor CA files that cannot be
-    /// read (reported now, not at the first connection that needs them).
+    /// `monitor_auth` settings (among them a `ca_file`-only `monitor_auth`
+    /// beside a plain `http_port`, which a client certificate cannot
+    /// protect), and TLS or monitor CA files that cannot be read (reported
+    /// now, not at the first connection that needs them).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let timers: [(&str, Duration); 5] = [
             ("ping_interval", self.ping_interval),
@@ -103,6 +105,56 @@ impl Options {
             if let Some(ca) = &m.ca_file {
                 self.readable("monitor_auth.ca_file", "monitor_auth ca_file", ca)?;
             }
+            // A client certificate can only be asked for on the HTTPS
+            // port: with ca_file alone the plain port would be wide open.
+            if m.user.is_none() && m.token.is_none() && self.http_port != 0 {
+                return Err(self.error_at(
+                    "monitor_auth",
+                    "monitor_auth: ca_file alone cannot protect the plain http_port (client \
+                     certificates exist only on https_port); add user/password or token, or \
+                     serve monitoring on https_port only"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Can the running server (started with `self`) take `new` on a
+    /// reload? As in nats-server, the monitoring listeners cannot move
+    /// (`config reload not supported for HTTPPort: old=8222, new=8223`);
+    /// and the HTTPS port's client-certificate CA is fixed when its TLS
+    /// acceptor is built, so `monitor_auth { ca_file }` cannot change
+    /// either (a reload must never leave a port more open than the
+    /// configuration says). `new` must already have passed [`validate`].
+    ///
+    /// [`validate`]: Self::validate
+    pub fn check_reload(&self, new: &Options) -> Result<(), String> {
+        let unsupported =
+            |field: &str, old: &dyn std::fmt::Display, new: &dyn std::fmt::Display| {
+                Err(format!(
+                    "config reload not supported for {field}: old={old}, new={new}"
+                ))
+            };
+        if self.http_host != new.http_host {
+            return unsupported("HTTPHost", &self.http_host, &new.http_host);
+        }
+        if self.http_port != new.http_port {
+            return unsupported("HTTPPort", &self.http_port, &new.http_port);
+        }
+        if self.https_port != new.https_port {
+            return unsupported("HTTPSPort", &self.https_port, &new.https_port);
+        }
+        let ca = |o: &Options| {
+            o.monitor_auth
+                .as_ref()
+                .and_then(|m| m.ca_file.as_ref())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        let (old_ca, new_ca) = (ca(self), ca(new));
+        if old_ca != new_ca {
+            return unsupported("monitor_auth.ca_file", &old_ca, &new_ca);
         }
         Ok(())
     }

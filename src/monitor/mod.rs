@@ -1,6 +1,11 @@
 //! HTTP monitoring: /healthz, /varz, /connz, /subsz with nats-server's
-//! field names. A deliberately small HTTP/1.1 responder (GET only, one
-//! request per connection) is enough for curl, probes and dashboards.
+//! field names. The JSON documents are built here; [`http`] serves them
+//! over HTTP/1.1 (hyper, keep-alive) on the plain and the HTTPS port and
+//! checks `monitor_auth`.
+
+mod http;
+
+pub use http::{HEAD_READ_TIMEOUT, MAX_HEAD, WRITE_STALL_TIMEOUT, serve_connection};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::ConnShared;
 use crate::server::ServerContext;
@@ -56,140 +60,15 @@ impl ClosedConn {
     }
 }
 
-/// Serve one HTTP request on a monitoring connection (plain or TLS).
-pub async fn serve_connection<S>(ctx: Arc<ServerContext>, mut stream: S)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let mut buf = Vec::with_capacity(1024);
-    let read = async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok::<bool, std::io::Error>(false);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Ok(true);
-            }
-            if buf.len() > 16 * 1024 {
-                return Ok(false);
-            }
-        }
-    };
-    match tokio::time::timeout(Duration::from_secs(5), read).await {
-        Ok(Ok(true)) => {}
-        _ => return,
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let target = parts.next().unwrap_or("/");
-    let path = target.split('?').next().unwrap_or("/");
-    let authorized = match ctx.opts().monitor_auth.as_ref() {
-        None => true,
-        Some(m) if m.healthz_open && path.trim_end_matches('/') == "/healthz" => true,
-        Some(m) => check_credentials(m, &head).await,
-    };
-    let (status, body) = if !authorized {
-        (401, json!({"error": "unauthorized"}))
-    } else if method != "GET" && method != "HEAD" {
-        (405, json!({"error": "method not allowed"}))
-    } else {
-        route(&ctx, target)
-    };
-    let body = serde_json::to_vec_pretty(&body).unwrap_or_default();
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        401 => "Unauthorized",
-        _ => "Method Not Allowed",
-    };
-    let challenge = if status == 401 {
-        "WWW-Authenticate: Basic realm=\"rnats monitoring\"\r\n"
-    } else {
-        ""
-    };
-    let header = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
-         {challenge}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        stream.write_all(header.as_bytes()).await?;
-        if method != "HEAD" {
-            stream.write_all(&body).await?;
-        }
-        stream.shutdown().await
-    })
-    .await;
-}
-
-/// Does the request carry the monitoring credentials (Basic user/password
-/// or a Bearer token)? bcrypt hashes are verified off the async threads.
-async fn check_credentials(m: &crate::config::MonitorAuth, head: &str) -> bool {
-    if m.user.is_none() && m.token.is_none() {
-        // Only a client certificate is required, and the TLS layer checked it.
-        return true;
-    }
-    let Some(value) = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("authorization")
-            .then(|| v.trim().to_string())
-    }) else {
-        return false;
-    };
-    let (scheme, cred) = value.split_once(' ').unwrap_or((value.as_str(), ""));
-    let cred = cred.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return match &m.token {
-            Some(t) => secret_matches(t, cred).await,
-            None => false,
-        };
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let Ok(decoded) = data_encoding::BASE64.decode(cred.as_bytes()) else {
-            return false;
-        };
-        let decoded = String::from_utf8_lossy(&decoded);
-        let Some((user, pass)) = decoded.split_once(':') else {
-            return false;
-        };
-        return match (&m.user, &m.password) {
-            (Some(u), Some(p)) => {
-                let user_ok = crate::auth::ct_eq(u.as_bytes(), user.as_bytes());
-                // Always run the password check so a wrong user costs the same.
-                secret_matches(p, pass).await && user_ok
-            }
-            _ => false,
-        };
-    }
-    false
-}
-
-async fn secret_matches(secret: &crate::auth::Secret, given: &str) -> bool {
-    match secret {
-        crate::auth::Secret::Plain(p) => crate::auth::ct_eq(p.as_bytes(), given.as_bytes()),
-        crate::auth::Secret::Bcrypt { hash, .. } => {
-            let (hash, given) = (hash.to_string(), given.to_string());
-            tokio::task::spawn_blocking(move || bcrypt::verify(given, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false)
-        }
-    }
-}
-
-/// Route a request target to its JSON document.
-pub fn route(ctx: &ServerContext, target: &str) -> (u16, Value) {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+/// Route a request path and its (still percent-encoded) query string to
+/// the JSON document. Query parameters are decoded as HTML forms and Go's
+/// `url.ParseQuery` decode them (`%XX` escapes, `+` for a space); the first
+/// occurrence of a key counts.
+pub fn route(ctx: &ServerContext, path: &str, query: &str) -> (u16, Value) {
     let q = |k: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| v.to_string())
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.into_owned())
     };
     match path.trim_end_matches('/') {
         "" => (

@@ -113,14 +113,25 @@ async fn accept_loop(args: ListenerArgs, myself: ActorRef<ListenerMsg>) {
                         }
                     }
                     ListenerKind::Monitor => {
-                        tokio::spawn(crate::monitor::serve_connection(ctx.clone(), stream));
+                        tokio::spawn(crate::monitor::serve_connection(
+                            ctx.clone(),
+                            stream,
+                            peer,
+                            false,
+                        ));
                     }
                     ListenerKind::MonitorTls(acceptor) => {
                         let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
                         tokio::spawn(async move {
                             let timeout = std::time::Duration::from_secs(2);
                             match crate::tls::accept(&acceptor, stream, timeout).await {
-                                Ok(tls) => crate::monitor::serve_connection(ctx, tls).await,
+                                Ok(tls) => {
+                                    // The acceptor asks for a certificate only
+                                    // with monitor_auth's ca_file, and then
+                                    // refuses a session without a valid one.
+                                    let cert = tls.get_ref().1.peer_certificates().is_some();
+                                    crate::monitor::serve_connection(ctx, tls, peer, cert).await
+                                }
                                 Err(e) => tracing::debug!("{peer} - https monitor: {e}"),
                             }
                         });

@@ -438,11 +438,16 @@ impl Server {
 
     /// Apply a reloaded configuration: new TLS certificates and CA apply to
     /// new connections (existing ones stay up); new authorization applies
-    /// at once (the failed-login limiter keeps its bans and counts), and clients whose credentials are no longer valid are
-    /// disconnected with 'Authorization Violation', as nats-server does.
-    /// Listener addresses and ports are not reloadable.
+    /// at once (the failed-login limiter keeps its bans and counts), and
+    /// clients whose credentials are no longer valid are disconnected with
+    /// 'Authorization Violation', as nats-server does.
+    /// Monitoring addresses, ports and `monitor_auth { ca_file }` are not
+    /// reloadable: a reload that changes them is refused
+    /// ([`Options::check_reload`]); client listener addresses are kept as
+    /// they were.
     pub fn reload(&self, opts: Options) -> Result<(), String> {
         opts.validate().map_err(|e| e.to_string())?;
+        self.ctx.opts().check_reload(&opts)?;
         let tls = match &opts.tls {
             Some(t) => Some(ClientTls::from_options(t).map_err(|e| e.0)?),
             None => None,
