@@ -37,6 +37,8 @@ fn with_users(users: Vec<UserEntry>) -> rnats::Options {
             max_conn_rate: 0,
             ..AuthLimits::default()
         },
+        // 150 bcrypt logins at once queue for longer than the default.
+        auth_timeout: Duration::from_secs(20),
         ..opts()
     }
 }

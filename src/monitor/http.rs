@@ -185,7 +185,10 @@ async fn authorize(
     } else {
         AuthMethod::Token
     };
-    if limiter.is_banned(peer.ip()) {
+    // Monitor failures have a key of their own in the shared limiter: a
+    // source guessing the monitor's credentials is refused there, and its
+    // NATS clients are not (the limiter's per-(source, user) policy).
+    if limiter.is_banned_for(peer.ip(), Some(MONITOR_LIMITER_KEY)) {
         limiter
             .counters
             .banned_refusals
@@ -207,7 +210,7 @@ async fn authorize(
     if ok {
         return Access::Granted;
     }
-    limiter.record_failure(peer.ip());
+    limiter.record_failure_for(peer.ip(), Some(MONITOR_LIMITER_KEY));
     audit(&AuditEvent {
         client: peer,
         cid: None,
@@ -259,6 +262,10 @@ async fn credentials_match(
     };
     (ok, Some(user.to_string()))
 }
+
+/// The limiter key monitor logins count under (no NATS user name can
+/// collide with it: it is not a valid subject token character set).
+const MONITOR_LIMITER_KEY: &str = "$monitor\u{0}";
 
 /// Check `given` against `secret` in the shared bcrypt pool.
 async fn verify(secret: &crate::auth::Secret, given: &str, pool: &crate::auth::BcryptPool) -> bool {
