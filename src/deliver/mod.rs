@@ -252,7 +252,7 @@ pub fn deliver_local(
         // Routes are collected per peer by the caller.
         SubTarget::Route(_) => return false,
     };
-    if outlet.denies_delivery(msg.subject) {
+    if outlet.denies_delivery(msg.subject, sub.queue.as_deref()) {
         return false;
     }
     let admit = sub.admit();

@@ -359,9 +359,11 @@ pub struct Outlet {
     pub out: Outbound,
     /// The peer understands HMSG (it said `headers: true`).
     pub headers: AtomicBool,
-    /// Subscribe-deny patterns of this client's permissions, applied to
-    /// every delivery (a wildcard subscription may overlap a denied subject).
-    deny_delivery: RwLock<Vec<Bytes>>,
+    /// Subscribe-deny entries (subject, queue) of this client's
+    /// permissions, applied to every delivery: a wildcard subscription may
+    /// overlap a denied subject, and a queue subscription a queue-scoped
+    /// deny (`foo.> q1`).
+    deny_delivery: RwLock<Vec<(Bytes, Option<Bytes>)>>,
     /// Fast check so connections without deny rules pay one relaxed load.
     has_deny_delivery: AtomicBool,
     /// Sids the engine removed after their auto-unsubscribe count; the
@@ -423,20 +425,24 @@ impl Outlet {
         self.closed.load(Ordering::Acquire)
     }
 
-    pub fn set_delivery_denies(&self, denies: Vec<Bytes>) {
+    pub fn set_delivery_denies(&self, denies: Vec<(Bytes, Option<Bytes>)>) {
         self.has_deny_delivery
             .store(!denies.is_empty(), Ordering::Release);
         *self.deny_delivery.write() = denies;
     }
 
-    /// Must a message on `subject` be withheld from this connection?
-    pub fn denies_delivery(&self, subject: &[u8]) -> bool {
+    /// Must a message on `subject` be withheld from this connection's
+    /// subscription in `queue` (None: a plain subscription)? A deny entry
+    /// with a queue applies only to members of a matching queue group.
+    pub fn denies_delivery(&self, subject: &[u8], queue: Option<&[u8]>) -> bool {
+        use crate::protocol::subject::matches;
         self.has_deny_delivery.load(Ordering::Relaxed)
-            && self
-                .deny_delivery
-                .read()
-                .iter()
-                .any(|d| crate::protocol::subject::matches(d, subject))
+            && self.deny_delivery.read().iter().any(|(d, dq)| {
+                matches(d, subject)
+                    && dq
+                        .as_deref()
+                        .is_none_or(|dq| queue.is_some_and(|q| dq == q || matches(dq, q)))
+            })
     }
 
     /// Record that the subscription `sid` reached its auto-unsubscribe
