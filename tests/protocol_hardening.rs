@@ -76,7 +76,7 @@ async fn queue_scoped_subscribe_deny_is_enforced_at_delivery() {
     let (lines, a_msgs) = a.ping_collect().await;
     assert!(lines.is_empty(), "{lines:?}");
     // All 20 foo.x go to b's q1 member; a gets them only on q2.
-    assert_eq!(b_msgs.len(), 20, "{b_msgs:?}");
+    assert_eq!(b_msgs.len(), 20, "b: {b_msgs:?} a: {:?}", a_msgs);
     assert!(b_msgs.iter().all(|m| m.sid == "9"));
     let on = |sid: &str, subj: &str| {
         a_msgs
@@ -89,5 +89,215 @@ async fn queue_scoped_subscribe_deny_is_enforced_at_delivery() {
     assert_eq!(on("1", "bar"), 1, "{a_msgs:?}");
     assert_eq!(on("3", "bar"), 1, "{a_msgs:?}");
     assert_eq!(a_msgs.len(), 22);
+    server.shutdown().await;
+}
+
+fn responder(max: u64, expires: std::time::Duration) -> Permissions {
+    Permissions {
+        publish: Some(SubjectPermission {
+            allow: Some(vec!["ok.>".into()]),
+            deny: vec![],
+        }),
+        subscribe: Some(SubjectPermission {
+            allow: Some(vec!["svc.>".into()]),
+            deny: vec![],
+        }),
+        allow_responses: Some(rnats::auth::ResponsePermission { max, expires }),
+    }
+}
+
+/// A requester (`b`) sends `svc.x` with reply `_INBOX.<n>` for each n in
+/// `replies`; the responder (`r`) has received them all on return.
+async fn requests(r: &mut Raw, b: &mut Raw, replies: &[&str]) {
+    let mut out = Vec::new();
+    for reply in replies {
+        out.extend_from_slice(format!("PUB svc.x {reply} 1\r\nq\r\n").as_bytes());
+    }
+    b.send(&out).await;
+    let (lines, _) = b.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    let (lines, msgs) = r.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    let got: Vec<_> = msgs.iter().filter_map(|m| m.reply.clone()).collect();
+    assert_eq!(got, replies, "requests delivered with their reply subjects");
+}
+
+fn violation(subject: &str) -> String {
+    format!("-ERR 'Permissions Violation for Publish to \"{subject}\"'")
+}
+
+/// `allow_responses: true`: one response to the reply subject of a request
+/// received; a second one, a publish to a reply subject never delivered and
+/// a publish to any other subject are refused with nats-server's error,
+/// and the connection stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_responses_permits_one_reply_per_request() {
+    let server = start(with_users(vec![
+        user(
+            "r",
+            Some(responder(
+                rnats::auth::DEFAULT_RESPONSE_MAX,
+                rnats::auth::DEFAULT_RESPONSE_EXPIRES,
+            )),
+        ),
+        user("b", None),
+    ]))
+    .await;
+    let addr = server.client_addr();
+    let mut r = Raw::handshake(addr, &login("r")).await;
+    let mut b = Raw::handshake(addr, &login("b")).await;
+    r.send(b"SUB svc.> 1\r\n").await;
+    b.send(b"SUB _INBOX.> 5\r\n").await;
+    // Before any request, the inbox is not publishable.
+    r.send(b"PUB _INBOX.1 1\r\nz\r\n").await;
+    let (lines, _) = r.ping_collect().await;
+    assert_eq!(lines, vec![violation("_INBOX.1")]);
+    requests(&mut r, &mut b, &["_INBOX.1"]).await;
+    r.send(b"PUB _INBOX.1 1\r\na\r\nPUB _INBOX.1 1\r\nb\r\nPUB other 1\r\nc\r\nPUB ok.fine 1\r\nd\r\nPUB _INBOX.2 1\r\ne\r\n")
+        .await;
+    let (lines, _) = r.ping_collect().await;
+    assert_eq!(
+        lines,
+        vec![
+            violation("_INBOX.1"),
+            violation("other"),
+            violation("_INBOX.2")
+        ]
+    );
+    let (lines, msgs) = b.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    assert_eq!(msgs.len(), 1, "exactly one response: {msgs:?}");
+    assert_eq!(
+        (msgs[0].subject.as_str(), &msgs[0].payload[..]),
+        ("_INBOX.1", &b"a"[..])
+    );
+    assert_eq!(server.ctx.conns.len(), 2, "violations keep the connection");
+    server.shutdown().await;
+}
+
+/// `{max: 2, expires: ...}`: two responses per request, and none after
+/// the reply subject expired; a redelivered request re-arms its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_responses_honours_max_and_expires() {
+    let expires = std::time::Duration::from_millis(300);
+    let server = start(with_users(vec![
+        user("r", Some(responder(2, expires))),
+        user("b", None),
+    ]))
+    .await;
+    let addr = server.client_addr();
+    let mut r = Raw::handshake(addr, &login("r")).await;
+    let mut b = Raw::handshake(addr, &login("b")).await;
+    r.send(b"SUB svc.> 1\r\n").await;
+    b.send(b"SUB _INBOX.> 5\r\n").await;
+    r.ping_collect().await;
+    b.ping_collect().await;
+    requests(&mut r, &mut b, &["_INBOX.1", "_INBOX.2"]).await;
+    let delivered_at = tokio::time::Instant::now();
+    r.send(b"PUB _INBOX.1 1\r\na\r\nPUB _INBOX.1 1\r\nb\r\nPUB _INBOX.1 1\r\nc\r\n")
+        .await;
+    let (lines, _) = r.ping_collect().await;
+    assert!(
+        delivered_at.elapsed() < expires,
+        "the machine is too slow for this test's timing"
+    );
+    assert_eq!(lines, vec![violation("_INBOX.1")], "third response refused");
+    let (_, msgs) = b.ping_collect().await;
+    let payloads: Vec<_> = msgs.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(payloads, vec![b"a".to_vec(), b"b".to_vec()]);
+    // Let _INBOX.2 expire (time must pass; there is nothing to await).
+    tokio::time::sleep_until(delivered_at + expires + std::time::Duration::from_millis(100)).await;
+    r.send(b"PUB _INBOX.2 1\r\nd\r\n").await;
+    let (lines, _) = r.ping_collect().await;
+    assert_eq!(lines, vec![violation("_INBOX.2")], "expired");
+    // A new request on the same reply subject re-arms it.
+    requests(&mut r, &mut b, &["_INBOX.2"]).await;
+    r.send(b"PUB _INBOX.2 1\r\ne\r\n").await;
+    let (lines, _) = r.ping_collect().await;
+    assert!(lines.is_empty(), "{lines:?}");
+    let (_, msgs) = b.ping_collect().await;
+    let got: Vec<_> = msgs
+        .iter()
+        .map(|m| (m.subject.clone(), String::from_utf8_lossy(&m.payload).into_owned()))
+        .collect();
+    let want: Vec<(String, String)> = [("_INBOX.2", "e")]
+        .iter()
+        .map(|(s, p)| (s.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    server.shutdown().await;
+}
+
+/// An async-nats service whose user has only `allow_responses` answers
+/// requests; publishing anything else is refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_responses_lets_an_async_nats_service_answer() {
+    use futures::StreamExt;
+    let server = start(with_users(vec![
+        user(
+            "r",
+            Some(Permissions {
+                publish: None,
+                subscribe: None,
+                allow_responses: Some(rnats::auth::ResponsePermission {
+                    max: 1,
+                    expires: std::time::Duration::from_secs(60),
+                }),
+            }),
+        ),
+        user("b", None),
+    ]))
+    .await;
+    let addr = server.client_addr();
+    let (err_tx, mut err_rx) = tokio::sync::mpsc::unbounded_channel();
+    let svc = nats_with(
+        addr,
+        async_nats::ConnectOptions::with_user_and_password("r".into(), "r".into()).event_callback(
+            move |e| {
+                let tx = err_tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = e {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            },
+        ),
+    )
+    .await;
+    let client = nats_with(
+        addr,
+        async_nats::ConnectOptions::with_user_and_password("b".into(), "b".into()),
+    )
+    .await;
+    let mut reqs = svc.subscribe("svc.echo").await.expect("subscribe");
+    // The responder's own PUB to its inbox is allowed: a reply subject
+    // delivered to it.
+    barrier(&svc).await;
+    let task = tokio::spawn(async move {
+        for _ in 0..3 {
+            let Some(m) = reqs.next().await else { return };
+            if let Some(reply) = m.reply {
+                svc.publish(reply, m.payload).await.expect("respond");
+                // The client must not drop the last response unsent.
+                svc.flush().await.expect("flush");
+            }
+        }
+    });
+    for i in 0..3 {
+        let payload = format!("req {i}");
+        let resp = tokio::time::timeout(
+            TIMEOUT,
+            client.request("svc.echo", payload.clone().into()),
+        )
+        .await
+        .expect("request timed out")
+        .expect("response");
+        assert_eq!(resp.payload, payload.as_bytes());
+    }
+    tokio::time::timeout(TIMEOUT, task)
+        .await
+        .expect("service done")
+        .expect("service task");
+    assert!(err_rx.try_recv().is_err(), "no permission errors for responses");
     server.shutdown().await;
 }

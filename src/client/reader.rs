@@ -15,7 +15,7 @@ use super::conn::{BoxRead, ConnCtl, errors};
 use super::shared::{ConnShared, Credentials};
 use crate::account::Account;
 use crate::deliver::{self, Batch, Origin};
-use crate::outbound::{CloseReason, Message};
+use crate::outbound::{CloseReason, Message, ResponseLimits};
 use crate::protocol::info::ConnectOptions;
 use crate::protocol::subject;
 use crate::protocol::{ClientOp, Limits, Parser, ProtocolError, PubFrame};
@@ -476,6 +476,15 @@ impl Reader {
             .map(|p| p.delivery_denies())
             .unwrap_or_default();
         self.shared.set_delivery_denies(denies);
+        self.shared.set_response_limits(
+            perms
+                .as_ref()
+                .and_then(|p| p.allow_responses.as_ref())
+                .map(|r| ResponseLimits {
+                    max: r.max,
+                    expires: (!r.expires.is_zero()).then_some(r.expires),
+                }),
+        );
         if let Some(p) = &perms {
             let forbidden: Vec<Arc<Subscription>> = {
                 let mut subs = self.shared.subs.lock();
@@ -625,7 +634,9 @@ impl Reader {
         let subj = frame.subject();
         self.batch_msgs += 1;
         self.batch_bytes += frame.payload().len() as u64;
-        if !self.may_publish(subj) {
+        // A subject the permissions refuse may still be the reply subject
+        // of a request this client received (`allow_responses`).
+        if !self.may_publish(subj) && !self.shared.outlet.response_allowed(subj) {
             let err = format!(
                 "-ERR 'Permissions Violation for Publish to \"{}\"'\r\n",
                 String::from_utf8_lossy(subj)

@@ -283,6 +283,11 @@ pub fn deliver_local(
     if queued {
         batch.out_msgs += 1;
         batch.out_bytes += payload.len() as u64;
+        // Response permissions: the subscriber may now answer. One relaxed
+        // load for connections without them.
+        if let Some(reply) = msg.reply {
+            outlet.note_reply(reply);
+        }
     }
     if admit == Admit::DeliverLast {
         // Auto-unsubscribe reached its count.

@@ -11,6 +11,10 @@
 //! an `Outlet`, never at a client or route type, so the index and the
 //! engine do not depend on the modules that own sockets.
 
+mod replies;
+
+pub use replies::{MAX_TRACKED_REPLIES, ReplyTracker, ResponseLimits};
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -366,6 +370,12 @@ pub struct Outlet {
     deny_delivery: RwLock<Vec<(Bytes, Option<Bytes>)>>,
     /// Fast check so connections without deny rules pay one relaxed load.
     has_deny_delivery: AtomicBool,
+    /// Reply subjects delivered to a client with response permissions
+    /// (`allow_responses`); None for every other connection.
+    replies: Mutex<Option<ReplyTracker>>,
+    /// Fast check so connections without response permissions pay one
+    /// relaxed load per delivery with a reply subject.
+    tracks_replies: AtomicBool,
     /// Sids the engine removed after their auto-unsubscribe count; the
     /// owner drops them from its sid table (`take_expired`).
     expired: Mutex<Vec<Bytes>>,
@@ -390,6 +400,8 @@ impl Outlet {
             headers: AtomicBool::new(false),
             deny_delivery: RwLock::new(Vec::new()),
             has_deny_delivery: AtomicBool::new(false),
+            replies: Mutex::new(None),
+            tracks_replies: AtomicBool::new(false),
             expired: Mutex::new(Vec::new()),
             has_expired: AtomicBool::new(false),
             closing: CancellationToken::new(),
@@ -443,6 +455,46 @@ impl Outlet {
                         .as_deref()
                         .is_none_or(|dq| queue.is_some_and(|q| dq == q || matches(dq, q)))
             })
+    }
+
+    /// Install (or remove) response permissions. Reply subjects recorded
+    /// under earlier permissions are forgotten.
+    pub fn set_response_limits(&self, limits: Option<ResponseLimits>) {
+        let mut r = self.replies.lock();
+        self.tracks_replies
+            .store(limits.is_some(), Ordering::Release);
+        *r = limits.map(ReplyTracker::new);
+    }
+
+    /// A message with reply subject `reply` was queued for this connection.
+    #[inline]
+    pub fn note_reply(&self, reply: &[u8]) {
+        if self.tracks_replies.load(Ordering::Relaxed) {
+            self.record_reply(reply);
+        }
+    }
+
+    #[cold]
+    fn record_reply(&self, reply: &[u8]) {
+        if let Some(t) = self.replies.lock().as_mut() {
+            t.record(reply);
+        }
+    }
+
+    /// May this connection publish to `subject` as a response to a
+    /// message it received? Counts the use.
+    pub fn response_allowed(&self, subject: &[u8]) -> bool {
+        self.tracks_replies.load(Ordering::Relaxed)
+            && self
+                .replies
+                .lock()
+                .as_mut()
+                .is_some_and(|t| t.allow(subject))
+    }
+
+    /// Reply subjects currently tracked (for tests and monitoring).
+    pub fn tracked_replies(&self) -> usize {
+        self.replies.lock().as_ref().map_or(0, ReplyTracker::len)
     }
 
     /// Record that the subscription `sid` reached its auto-unsubscribe
