@@ -301,3 +301,32 @@ async fn allow_responses_lets_an_async_nats_service_answer() {
     assert!(err_rx.try_recv().is_err(), "no permission errors for responses");
     server.shutdown().await;
 }
+
+/// `SUB a 1` / `UNSUB 1` in a loop with no PING or PUB: the reader awaits
+/// the shard's acknowledgements every `MAX_UNACKED_SUBS` SUBs instead of
+/// holding one per SUB until the next PING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_unsub_loop_keeps_pending_acknowledgements_bounded() {
+    let server = start_default().await;
+    let mut c = Raw::handshake(server.client_addr(), CONNECT).await;
+    let local = c.stream.local_addr().expect("local addr");
+    let cid = cid_of(&server, local).expect("connection");
+    let rounds = rnats::client::MAX_UNACKED_SUBS * 20;
+    let mut flood = Vec::with_capacity(rounds * 24);
+    for _ in 0..rounds {
+        flood.extend_from_slice(b"SUB a 1\r\nUNSUB 1\r\n");
+    }
+    c.send(&flood).await;
+    let (lines, msgs) = c.ping_collect().await;
+    assert!(lines.is_empty() && msgs.is_empty(), "{lines:?} {msgs:?}");
+    let conn = server.ctx.conns.get(&cid).expect("still connected").clone();
+    let peak = conn
+        .unacked_subs_peak
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (1..=rnats::client::MAX_UNACKED_SUBS).contains(&peak),
+        "outstanding SUB acknowledgements peaked at {peak}"
+    );
+    assert_eq!(sub_count(&server), 0);
+    server.shutdown().await;
+}

@@ -38,6 +38,12 @@ const MAX_INGEST_READ: usize = 256 * 1024;
 /// at each cut, so a big read does not delay their first byte.
 const BATCH_MSGS: u64 = 2048;
 const BATCH_BYTES: u64 = 64 * 1024;
+/// SUBs whose acknowledgement from the shard actor the reader has not
+/// awaited, at most: past this it awaits them before reading on. Without a
+/// bound, `SUB a 1` / `UNSUB 1` in a loop with no PING or PUB kept one
+/// pending acknowledgement per SUB (and the shard's mailbox grew with it)
+/// while `max_subscriptions` never tripped.
+pub const MAX_UNACKED_SUBS: usize = 256;
 
 /// Per-connection reader: owns the parser and the publish-side state.
 pub(super) struct Reader {
@@ -270,6 +276,9 @@ impl Reader {
                     // A rejected SUB gets its -ERR and no +OK, as in nats-server.
                     if !self.subscribe(subject, queue, sid)? {
                         continue;
+                    }
+                    if self.pending_subs.len() >= MAX_UNACKED_SUBS {
+                        self.await_subs().await?;
                     }
                 }
                 ClientOp::Unsub { sid, max } => self.unsubscribe(&sid, max),
@@ -592,7 +601,12 @@ impl Reader {
             subs.insert(sub.sid.clone(), sub.clone());
         }
         match account.router.subscribe(sub) {
-            Ok(rx) => self.pending_subs.push(rx),
+            Ok(rx) => {
+                self.pending_subs.push(rx);
+                self.shared
+                    .unacked_subs_peak
+                    .fetch_max(self.pending_subs.len(), Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::error!("cid:{} - subscribe failed: {e}", self.shared.cid);
                 return Err(Stop::Close(CloseReason::Crashed));

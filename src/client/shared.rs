@@ -65,6 +65,10 @@ pub struct ConnShared {
     pub pings_out: AtomicU64,
     /// The client sent something since the last keep-alive tick.
     pub client_data: AtomicBool,
+    /// The most SUB acknowledgements the reader ever had outstanding (for
+    /// the test that checks they stay bounded).
+    #[doc(hidden)]
+    pub unacked_subs_peak: std::sync::atomic::AtomicUsize,
     /// Fault injection for the supervision tests: the writer panics at its
     /// next wake-up.
     #[doc(hidden)]
@@ -96,6 +100,7 @@ impl ConnShared {
             in_bytes: AtomicU64::new(0),
             pings_out: AtomicU64::new(0),
             client_data: AtomicBool::new(false),
+            unacked_subs_peak: std::sync::atomic::AtomicUsize::new(0),
             inject_writer_panic: AtomicBool::new(false),
             cleaned: AtomicBool::new(false),
         }
