@@ -330,3 +330,23 @@ async fn sub_unsub_loop_keeps_pending_acknowledgements_bounded() {
     assert_eq!(sub_count(&server), 0);
     server.shutdown().await;
 }
+
+/// With authentication, `PUB x <max_payload>` before CONNECT is refused
+/// at its control line (at its first byte, as nats-server does), not after
+/// the server buffered the payload or the auth timeout passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_before_connect_is_refused_at_the_control_line() {
+    let mut o = with_users(vec![user("a", None)]);
+    o.auth_timeout = std::time::Duration::from_secs(30);
+    let server = start(o).await;
+    let mut c = Raw::connect(server.client_addr()).await;
+    let started = tokio::time::Instant::now();
+    c.send(format!("PUB x {}\r\n", 1024 * 1024).as_bytes()).await;
+    let got = c.expect_closed().await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "-ERR 'Authorization Violation'\r\n"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    server.shutdown().await;
+}

@@ -230,6 +230,17 @@ impl Reader {
             if self.shared.is_closing() {
                 return Err(Stop::Close(CloseReason::ClientClosed));
             }
+            // With authentication, nothing but CONNECT before CONNECT, and
+            // refused at its first byte as nats-server does: waiting for the
+            // whole op would let `PUB x <max_payload>` make us buffer a
+            // payload for a client that has not logged in.
+            if self.auth_required
+                && !self.connected
+                && buf.first().is_some_and(|&b| b != b'C' && b != b'c')
+            {
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                return Err(Stop::Close(CloseReason::AuthenticationViolation));
+            }
             let op = match self.parser.next_op(buf) {
                 Ok(Some(op)) => op,
                 Ok(None) => return Ok(()),
