@@ -350,3 +350,57 @@ async fn pub_before_connect_is_refused_at_the_control_line() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     server.shutdown().await;
 }
+
+/// PONGs (and +OK, -ERR) count toward `max_pending`: a client that floods
+/// PINGs and never reads is cut as a slow consumer instead of growing its
+/// outbound queue without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_pongs_count_toward_max_pending() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(rnats::Options {
+        max_pending: 64 * 1024,
+        max_payload: 32 * 1024,
+        // Only max_pending may cut it, not a stuck write.
+        write_deadline: std::time::Duration::from_secs(120),
+        ..opts()
+    })
+    .await;
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    // A small receive window, so the server's writes back up quickly.
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut stream = sock
+        .connect(server.client_addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(format!("CONNECT {CONNECT}\r\n").as_bytes())
+        .await
+        .expect("CONNECT");
+    // Never read; at most 64 MiB of PINGs (the socket errors once the
+    // server cuts us).
+    let writer = tokio::spawn(async move {
+        let chunk = b"PING\r\n".repeat(10_000);
+        for _ in 0..1_000 {
+            if stream.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        stream
+    });
+    assert_eventually(
+        || {
+            server
+                .ctx
+                .stats
+                .slow_consumers
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 1
+        },
+        TIMEOUT,
+        "the PING flooder is cut as a slow consumer",
+    )
+    .await;
+    assert_eventually(|| server.ctx.conns.is_empty(), TIMEOUT, "connection gone").await;
+    writer.abort();
+    server.shutdown().await;
+}

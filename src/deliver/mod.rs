@@ -94,10 +94,16 @@ impl Batch {
     }
 
     /// Note a protocol reply (PONG, +OK, -ERR) queued for the publisher's
-    /// own connection: it needs a wake-up, and never paces anyone.
+    /// own connection: it needs a wake-up, and never paces anyone. Replies
+    /// count toward `max_pending`: one that does not fit cuts the
+    /// connection as a slow consumer.
     pub fn replied(&mut self, outlet: &Arc<Outlet>, r: Enqueued) {
-        if r == Enqueued::NeedsSignal {
-            self.wake.push(outlet.clone());
+        match r {
+            Enqueued::NeedsSignal => self.wake.push(outlet.clone()),
+            Enqueued::SlowConsumer => {
+                self.queued(outlet, r);
+            }
+            Enqueued::Queued | Enqueued::Closed => {}
         }
     }
 

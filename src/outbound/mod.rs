@@ -231,12 +231,18 @@ impl Outbound {
         Self::mark(&mut o)
     }
 
-    /// Queue raw protocol bytes (INFO, PONG, +OK, -ERR, PING). These are
-    /// never refused for size: they are tiny and the server's own.
+    /// Queue raw protocol bytes (INFO, PONG, +OK, -ERR, PING). They count
+    /// toward `max_pending` like messages (as in nats-server): a client that
+    /// sends PINGs, or verbose ops, and never reads the answers is a slow
+    /// consumer too. An empty queue always takes one line (the INFO of a
+    /// server whose `max_pending` is tiny).
     pub fn push_raw(&self, data: &[u8]) -> Enqueued {
         let mut o = self.inner.lock();
         if o.closed {
             return Enqueued::Closed;
+        }
+        if o.pending > 0 && o.pending + data.len() > self.max_pending {
+            return Enqueued::SlowConsumer;
         }
         o.cur.extend_from_slice(data);
         o.pending += data.len();
