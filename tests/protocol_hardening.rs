@@ -218,7 +218,12 @@ async fn allow_responses_honours_max_and_expires() {
     let (_, msgs) = b.ping_collect().await;
     let got: Vec<_> = msgs
         .iter()
-        .map(|m| (m.subject.clone(), String::from_utf8_lossy(&m.payload).into_owned()))
+        .map(|m| {
+            (
+                m.subject.clone(),
+                String::from_utf8_lossy(&m.payload).into_owned(),
+            )
+        })
         .collect();
     let want: Vec<(String, String)> = [("_INBOX.2", "e")]
         .iter()
@@ -285,20 +290,21 @@ async fn allow_responses_lets_an_async_nats_service_answer() {
     });
     for i in 0..3 {
         let payload = format!("req {i}");
-        let resp = tokio::time::timeout(
-            TIMEOUT,
-            client.request("svc.echo", payload.clone().into()),
-        )
-        .await
-        .expect("request timed out")
-        .expect("response");
+        let resp =
+            tokio::time::timeout(TIMEOUT, client.request("svc.echo", payload.clone().into()))
+                .await
+                .expect("request timed out")
+                .expect("response");
         assert_eq!(resp.payload, payload.as_bytes());
     }
     tokio::time::timeout(TIMEOUT, task)
         .await
         .expect("service done")
         .expect("service task");
-    assert!(err_rx.try_recv().is_err(), "no permission errors for responses");
+    assert!(
+        err_rx.try_recv().is_err(),
+        "no permission errors for responses"
+    );
     server.shutdown().await;
 }
 
@@ -341,7 +347,8 @@ async fn pub_before_connect_is_refused_at_the_control_line() {
     let server = start(o).await;
     let mut c = Raw::connect(server.client_addr()).await;
     let started = tokio::time::Instant::now();
-    c.send(format!("PUB x {}\r\n", 1024 * 1024).as_bytes()).await;
+    c.send(format!("PUB x {}\r\n", 1024 * 1024).as_bytes())
+        .await;
     let got = c.expect_closed().await;
     assert_eq!(
         String::from_utf8_lossy(&got),
@@ -368,10 +375,7 @@ async fn unread_pongs_count_toward_max_pending() {
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     // A small receive window, so the server's writes back up quickly.
     sock.set_recv_buffer_size(4096).expect("rcvbuf");
-    let mut stream = sock
-        .connect(server.client_addr())
-        .await
-        .expect("connect");
+    let mut stream = sock.connect(server.client_addr()).await.expect("connect");
     stream
         .write_all(format!("CONNECT {CONNECT}\r\n").as_bytes())
         .await
@@ -403,4 +407,53 @@ async fn unread_pongs_count_toward_max_pending() {
     assert_eventually(|| server.ctx.conns.is_empty(), TIMEOUT, "connection gone").await;
     writer.abort();
     server.shutdown().await;
+}
+
+/// Control characters in a subject (non-pedantic clients may send them)
+/// are escaped as nats-server's `%q` does, in the `-ERR` line and in the
+/// log; a numeric `pass` in a malformed CONNECT is not echoed into the log
+/// by the JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_bytes_are_escaped_and_secrets_redacted_in_logs() {
+    let dir = TempDir::new("escape");
+    let conf = dir.path("s.conf");
+    std::fs::write(
+        &conf,
+        "listen: 127.0.0.1:-1\n\
+         authorization { users = [ { user: p, password: p, permissions: { publish: { allow: [\"ok\"] } } } ] }\n",
+    )
+    .expect("config");
+    let conf = conf.to_string_lossy().into_owned();
+    let mut server = Proc::spawn(RNATS_BIN, &["-c", &conf, "-DV"], &dir.path("log"));
+    let port = server.client_port().await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut c = Raw::handshake(addr, &login("p")).await;
+    c.send(b"PUB a\x1b[31mb 1\r\nx\r\nPUB a\rb\"q 1\r\nx\r\n")
+        .await;
+    let (lines, _) = c.ping_collect().await;
+    // Byte for byte what nats-server v2.15.1 sends.
+    assert_eq!(
+        lines,
+        vec![
+            r#"-ERR 'Permissions Violation for Publish to "a\x1b[31mb"'"#.to_string(),
+            r#"-ERR 'Permissions Violation for Publish to "a\rb\"q"'"#.to_string(),
+        ]
+    );
+    let mut bad = Raw::connect(addr).await;
+    bad.send(b"CONNECT {\"user\":\"p\",\"pass\":987654321}\r\n")
+        .await;
+    bad.expect_closed().await;
+    let log = server.wait_log("invalid CONNECT").await;
+    assert!(!log.contains("987654321"), "secret in the log:\n{log}");
+    assert!(
+        log.contains(r#"Subject "a\x1b[31mb""#) && log.contains(r#"Subject "a\rb\"q""#),
+        "violations logged escaped:\n{log}"
+    );
+    assert!(log.contains(r#"PUB a\x1b[31mb 1"#), "trace escaped:\n{log}");
+    for line in log.split('\n') {
+        assert!(
+            !line.contains('\r') && !line.contains('\x1b'),
+            "raw control character in the log: {line:?}"
+        );
+    }
 }

@@ -365,7 +365,7 @@ impl Reader {
         // nats-server does so silently, rnats says why. (serde would take
         // `[]` for a struct, hence the check for `{`.)
         let parsed: Result<ConnectOptions, String> = if json.first() == Some(&b'{') {
-            serde_json::from_slice(json).map_err(|e| e.to_string())
+            serde_json::from_slice(json).map_err(redacted_json_error)
         } else {
             Err("not a JSON object".into())
         };
@@ -528,11 +528,19 @@ impl Reader {
     /// Log a permissions violation as nats-server does and answer it.
     fn violation(&mut self, what: &str, subj: &[u8], err: &str) {
         tracing::error!(
-            "{} - cid:{} - {what} Violation - User \"{}\", Subject \"{}\"",
+            "{} - cid:{} - {what} Violation - User \"{}\", Subject {}",
             self.shared.peer,
             self.shared.cid,
-            self.shared.meta.lock().user.clone().unwrap_or_default(),
-            String::from_utf8_lossy(subj)
+            subject::escape(
+                self.shared
+                    .meta
+                    .lock()
+                    .user
+                    .as_deref()
+                    .unwrap_or_default()
+                    .as_bytes()
+            ),
+            subject::quote(subj)
         );
         self.reply(err.as_bytes());
     }
@@ -568,13 +576,13 @@ impl Reader {
         {
             let err = match &queue {
                 Some(q) => format!(
-                    "-ERR 'Permissions Violation for Subscription to \"{}\" using queue \"{}\"'\r\n",
-                    String::from_utf8_lossy(&subj),
-                    String::from_utf8_lossy(q)
+                    "-ERR 'Permissions Violation for Subscription to {} using queue {}'\r\n",
+                    subject::quote(&subj),
+                    subject::quote(q)
                 ),
                 None => format!(
-                    "-ERR 'Permissions Violation for Subscription to \"{}\"'\r\n",
-                    String::from_utf8_lossy(&subj)
+                    "-ERR 'Permissions Violation for Subscription to {}'\r\n",
+                    subject::quote(&subj)
                 ),
             };
             self.violation("Subscription", &subj, &err);
@@ -663,8 +671,8 @@ impl Reader {
         // of a request this client received (`allow_responses`).
         if !self.may_publish(subj) && !self.shared.outlet.response_allowed(subj) {
             let err = format!(
-                "-ERR 'Permissions Violation for Publish to \"{}\"'\r\n",
-                String::from_utf8_lossy(subj)
+                "-ERR 'Permissions Violation for Publish to {}'\r\n",
+                subject::quote(subj)
             );
             self.violation("Publish", subj, &err);
             return;
@@ -773,6 +781,20 @@ impl Reader {
     }
 }
 
+/// A CONNECT decode error without the offending value: serde's message
+/// quotes it (`invalid type: integer \`123456\``), and that may be a
+/// password or token. Only the kind of error and its position are logged.
+fn redacted_json_error(e: serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "a field has the wrong type or value",
+        Category::Io => "read error",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -783,10 +805,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
 fn trace_op(shared: &ConnShared, op: &ClientOp) {
     let line = match op {
         ClientOp::Pub(p) => {
-            let s = String::from_utf8_lossy(p.subject());
+            let s = subject::escape(p.subject());
             let r = p
                 .reply()
-                .map(|r| format!(" {}", String::from_utf8_lossy(r)))
+                .map(|r| format!(" {}", subject::escape(r)))
                 .unwrap_or_default();
             if p.headers() {
                 format!("HPUB {s}{r} {} {}", p.header_len(), p.payload().len())
@@ -801,17 +823,17 @@ fn trace_op(shared: &ConnShared, op: &ClientOp) {
         } => {
             let q = queue
                 .as_ref()
-                .map(|q| format!(" {}", String::from_utf8_lossy(q)))
+                .map(|q| format!(" {}", subject::escape(q)))
                 .unwrap_or_default();
             format!(
                 "SUB {}{q} {}",
-                String::from_utf8_lossy(subject),
-                String::from_utf8_lossy(sid)
+                subject::escape(subject),
+                subject::escape(sid)
             )
         }
         ClientOp::Unsub { sid, max } => match max {
-            Some(m) => format!("UNSUB {} {m}", String::from_utf8_lossy(sid)),
-            None => format!("UNSUB {}", String::from_utf8_lossy(sid)),
+            Some(m) => format!("UNSUB {} {m}", subject::escape(sid)),
+            None => format!("UNSUB {}", subject::escape(sid)),
         },
         ClientOp::Ping => "PING".into(),
         ClientOp::Pong => "PONG".into(),

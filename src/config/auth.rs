@@ -673,8 +673,7 @@ mod tests {
     #[test]
     fn allow_responses_values_follow_nats_server() {
         let rp = |v: Spanned| {
-            parse_permissions(&map(vec![("allow_responses", v)]))
-                .map(|p| p.allow_responses)
+            parse_permissions(&map(vec![("allow_responses", v)])).map(|p| p.allow_responses)
         };
         let want = |max: u64, secs: u64| {
             Some(ResponsePermission {
