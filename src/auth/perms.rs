@@ -77,17 +77,25 @@ impl Permissions {
             .is_none_or(|p| p.allows_subscribe(subj, queue))
     }
 
-    /// Subscribe-deny patterns that must also filter deliveries: a
-    /// subscription to `foo.>` is allowed when only `foo.secret` is denied,
-    /// but messages on `foo.secret` must still not reach it.
-    pub fn delivery_denies(&self) -> Vec<bytes::Bytes> {
+    /// Subscribe-deny entries that must also filter deliveries, as
+    /// `(subject, queue)`: a subscription to `foo.>` is allowed when only
+    /// `foo.secret` is denied, but messages on `foo.secret` must still not
+    /// reach it; and `SUB > q1` is allowed under a deny of `foo.> q1`, but
+    /// must not take `q1`'s messages on `foo.>` (nats-server filters both
+    /// at delivery).
+    pub fn delivery_denies(&self) -> Vec<(bytes::Bytes, Option<bytes::Bytes>)> {
         self.subscribe
             .as_ref()
             .map(|p| {
                 p.deny
                     .iter()
-                    .filter(|e| entry(e).1.is_none())
-                    .map(|e| bytes::Bytes::copy_from_slice(entry(e).0))
+                    .map(|e| {
+                        let (s, q) = entry(e);
+                        (
+                            bytes::Bytes::copy_from_slice(s),
+                            q.map(bytes::Bytes::copy_from_slice),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -134,7 +142,7 @@ mod tests {
         assert!(p.can_subscribe(b">", None));
         assert_eq!(
             p.delivery_denies(),
-            vec![bytes::Bytes::from_static(b"admin.>")]
+            vec![(bytes::Bytes::from_static(b"admin.>"), None)]
         );
     }
 

@@ -11,5 +11,6 @@ mod writer;
 
 pub use crate::outbound::CloseReason;
 pub use conn::{ConnActor, ConnCtl, ConnMsg};
+pub use reader::MAX_UNACKED_SUBS;
 pub use shared::ConnShared;
 pub use supervisor::{ClientSupMsg, ClientSupervisor};

@@ -14,7 +14,7 @@ use super::conn::{ConnCtl, ReadSide, errors};
 use super::shared::{ConnShared, Credentials};
 use crate::account::Account;
 use crate::deliver::{self, Batch, Origin};
-use crate::outbound::{CloseReason, Message};
+use crate::outbound::{CloseReason, Message, ResponseLimits};
 use crate::protocol::info::ConnectOptions;
 use crate::protocol::subject;
 use crate::protocol::{ClientOp, Limits, Parser, ProtocolError, PubFrame};
@@ -37,6 +37,12 @@ const MAX_INGEST_READ: usize = 256 * 1024;
 /// at each cut, so a big read does not delay their first byte.
 const BATCH_MSGS: u64 = 2048;
 const BATCH_BYTES: u64 = 64 * 1024;
+/// SUBs whose acknowledgement from the shard actor the reader has not
+/// awaited, at most: past this it awaits them before reading on. Without a
+/// bound, `SUB a 1` / `UNSUB 1` in a loop with no PING or PUB kept one
+/// pending acknowledgement per SUB (and the shard's mailbox grew with it)
+/// while `max_subscriptions` never tripped.
+pub const MAX_UNACKED_SUBS: usize = 256;
 
 /// Per-connection reader: owns the parser and the publish-side state.
 pub(super) struct Reader {
@@ -244,6 +250,17 @@ impl Reader {
             if self.shared.is_closing() {
                 return Err(Stop::Close(CloseReason::ClientClosed));
             }
+            // With authentication, nothing but CONNECT before CONNECT, and
+            // refused at its first byte as nats-server does: waiting for the
+            // whole op would let `PUB x <max_payload>` make us buffer a
+            // payload for a client that has not logged in.
+            if self.auth_required
+                && !self.connected
+                && buf.first().is_some_and(|&b| b != b'C' && b != b'c')
+            {
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                return Err(Stop::Close(CloseReason::AuthenticationViolation));
+            }
             let op = match self.parser.next_op(buf) {
                 Ok(Some(op)) => op,
                 Ok(None) => return Ok(()),
@@ -290,6 +307,9 @@ impl Reader {
                     // A rejected SUB gets its -ERR and no +OK, as in nats-server.
                     if !self.subscribe(subject, queue, sid)? {
                         continue;
+                    }
+                    if self.pending_subs.len() >= MAX_UNACKED_SUBS {
+                        self.await_subs().await?;
                     }
                 }
                 ClientOp::Unsub { sid, max } => self.unsubscribe(&sid, max),
@@ -372,7 +392,7 @@ impl Reader {
         // nats-server does so silently, rnats says why. (serde would take
         // `[]` for a struct, hence the check for `{`.)
         let parsed: Result<ConnectOptions, String> = if json.first() == Some(&b'{') {
-            serde_json::from_slice(json).map_err(|e| e.to_string())
+            serde_json::from_slice(json).map_err(redacted_json_error)
         } else {
             Err("not a JSON object".into())
         };
@@ -583,6 +603,15 @@ impl Reader {
             .map(|p| p.delivery_denies())
             .unwrap_or_default();
         self.shared.set_delivery_denies(denies);
+        self.shared.set_response_limits(
+            perms
+                .as_ref()
+                .and_then(|p| p.allow_responses.as_ref())
+                .map(|r| ResponseLimits {
+                    max: r.max,
+                    expires: (!r.expires.is_zero()).then_some(r.expires),
+                }),
+        );
         if let Some(p) = &perms {
             let forbidden: Vec<Arc<Subscription>> = {
                 let mut subs = self.shared.subs.lock();
@@ -606,11 +635,19 @@ impl Reader {
     /// Log a permissions violation as nats-server does and answer it.
     fn violation(&mut self, what: &str, subj: &[u8], err: &str) {
         tracing::error!(
-            "{} - cid:{} - {what} Violation - User \"{}\", Subject \"{}\"",
+            "{} - cid:{} - {what} Violation - User \"{}\", Subject {}",
             self.shared.peer,
             self.shared.cid,
-            self.shared.meta.lock().user.clone().unwrap_or_default(),
-            String::from_utf8_lossy(subj)
+            subject::escape(
+                self.shared
+                    .meta
+                    .lock()
+                    .user
+                    .as_deref()
+                    .unwrap_or_default()
+                    .as_bytes()
+            ),
+            subject::quote(subj)
         );
         self.reply(err.as_bytes());
     }
@@ -646,13 +683,13 @@ impl Reader {
         {
             let err = match &queue {
                 Some(q) => format!(
-                    "-ERR 'Permissions Violation for Subscription to \"{}\" using queue \"{}\"'\r\n",
-                    String::from_utf8_lossy(&subj),
-                    String::from_utf8_lossy(q)
+                    "-ERR 'Permissions Violation for Subscription to {} using queue {}'\r\n",
+                    subject::quote(&subj),
+                    subject::quote(q)
                 ),
                 None => format!(
-                    "-ERR 'Permissions Violation for Subscription to \"{}\"'\r\n",
-                    String::from_utf8_lossy(&subj)
+                    "-ERR 'Permissions Violation for Subscription to {}'\r\n",
+                    subject::quote(&subj)
                 ),
             };
             self.violation("Subscription", &subj, &err);
@@ -690,7 +727,12 @@ impl Reader {
             subs.insert(sub.sid.clone(), sub.clone());
         }
         match account.router.subscribe(sub) {
-            Ok(rx) => self.pending_subs.push(rx),
+            Ok(rx) => {
+                self.pending_subs.push(rx);
+                self.shared
+                    .unacked_subs_peak
+                    .fetch_max(self.pending_subs.len(), Ordering::Relaxed);
+            }
             Err(e) => {
                 tracing::error!("cid:{} - subscribe failed: {e}", self.shared.cid);
                 return Err(Stop::Close(CloseReason::Crashed));
@@ -732,10 +774,12 @@ impl Reader {
         let subj = frame.subject();
         self.batch_msgs += 1;
         self.batch_bytes += frame.payload().len() as u64;
-        if !self.may_publish(subj) {
+        // A subject the permissions refuse may still be the reply subject
+        // of a request this client received (`allow_responses`).
+        if !self.may_publish(subj) && !self.shared.outlet.response_allowed(subj) {
             let err = format!(
-                "-ERR 'Permissions Violation for Publish to \"{}\"'\r\n",
-                String::from_utf8_lossy(subj)
+                "-ERR 'Permissions Violation for Publish to {}'\r\n",
+                subject::quote(subj)
             );
             self.violation("Publish", subj, &err);
             return;
@@ -844,6 +888,20 @@ impl Reader {
     }
 }
 
+/// A CONNECT decode error without the offending value: serde's message
+/// quotes it (`invalid type: integer \`123456\``), and that may be a
+/// password or token. Only the kind of error and its position are logged.
+fn redacted_json_error(e: serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "malformed JSON",
+        Category::Eof => "truncated JSON",
+        Category::Data => "a field has the wrong type or value",
+        Category::Io => "read error",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -854,10 +912,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
 fn trace_op(shared: &ConnShared, op: &ClientOp) {
     let line = match op {
         ClientOp::Pub(p) => {
-            let s = String::from_utf8_lossy(p.subject());
+            let s = subject::escape(p.subject());
             let r = p
                 .reply()
-                .map(|r| format!(" {}", String::from_utf8_lossy(r)))
+                .map(|r| format!(" {}", subject::escape(r)))
                 .unwrap_or_default();
             if p.headers() {
                 format!("HPUB {s}{r} {} {}", p.header_len(), p.payload().len())
@@ -872,17 +930,17 @@ fn trace_op(shared: &ConnShared, op: &ClientOp) {
         } => {
             let q = queue
                 .as_ref()
-                .map(|q| format!(" {}", String::from_utf8_lossy(q)))
+                .map(|q| format!(" {}", subject::escape(q)))
                 .unwrap_or_default();
             format!(
                 "SUB {}{q} {}",
-                String::from_utf8_lossy(subject),
-                String::from_utf8_lossy(sid)
+                subject::escape(subject),
+                subject::escape(sid)
             )
         }
         ClientOp::Unsub { sid, max } => match max {
-            Some(m) => format!("UNSUB {} {m}", String::from_utf8_lossy(sid)),
-            None => format!("UNSUB {}", String::from_utf8_lossy(sid)),
+            Some(m) => format!("UNSUB {} {m}", subject::escape(sid)),
+            None => format!("UNSUB {}", subject::escape(sid)),
         },
         ClientOp::Ping => "PING".into(),
         ClientOp::Pong => "PONG".into(),

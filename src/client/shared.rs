@@ -23,6 +23,24 @@ pub struct Credentials {
     pub token: Option<String>,
 }
 
+impl Credentials {
+    /// Overwrite the secrets in place (zeroize cannot be optimised away).
+    fn wipe(&mut self) {
+        use zeroize::Zeroize;
+        self.pass.zeroize();
+        self.token.zeroize();
+    }
+}
+
+/// The password and token are zeroed when the credentials go (the
+/// connection closes, a reload's copy is done with): they do not linger
+/// in freed memory.
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     // Never print the secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,6 +89,10 @@ pub struct ConnShared {
     pub pings_out: AtomicU64,
     /// The client sent something since the last keep-alive tick.
     pub client_data: AtomicBool,
+    /// The most SUB acknowledgements the reader ever had outstanding (for
+    /// the test that checks they stay bounded).
+    #[doc(hidden)]
+    pub unacked_subs_peak: std::sync::atomic::AtomicUsize,
     /// Fault injection for the supervision tests: the writer panics at its
     /// next wake-up.
     #[doc(hidden)]
@@ -104,6 +126,7 @@ impl ConnShared {
             in_bytes: AtomicU64::new(0),
             pings_out: AtomicU64::new(0),
             client_data: AtomicBool::new(false),
+            unacked_subs_peak: std::sync::atomic::AtomicUsize::new(0),
             inject_writer_panic: AtomicBool::new(false),
             cleaned: AtomicBool::new(false),
         }
@@ -188,5 +211,26 @@ impl ConnShared {
     pub fn num_subs(&self) -> usize {
         self.reap_expired();
         self.subs.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Credentials;
+
+    #[test]
+    fn credentials_wipe_their_secrets() {
+        let mut c = Credentials {
+            user: Some("u".into()),
+            pass: Some("hunter2".into()),
+            token: Some("s3cr3t".into()),
+        };
+        let copy = c.clone();
+        c.wipe();
+        assert_eq!(c.pass, None);
+        assert_eq!(c.token, None);
+        // A clone is independent and wiped on its own drop.
+        assert_eq!(copy.pass.as_deref(), Some("hunter2"));
+        assert!(!format!("{copy:?}").contains("hunter2"));
     }
 }

@@ -286,11 +286,22 @@ async fn secure(
 ) {
     let debug = ctx.debug();
     let (peer, cid) = (shared.peer, shared.cid);
-    let handshake_first = tls.opts.handshake_first;
+    let mut handshake_first = tls.opts.handshake_first;
     // One deadline for the whole upgrade (INFO, the client's first byte,
     // the handshake). Separate timeouts for each step let a silent client
     // hold the connection for twice the TLS timeout.
     let deadline = tokio::time::Instant::now() + tls.opts.timeout;
+    // `handshake_first: auto` (or a delay): a TLS-first client speaks at
+    // once; one that says nothing within the delay is waiting for INFO, so
+    // fall back to INFO first, as nats-server does.
+    if let (true, Some(delay)) = (handshake_first, tls.opts.handshake_first_fallback) {
+        let mut first = [0u8; 1];
+        let wait_until = deadline.min(tokio::time::Instant::now() + delay);
+        let peeked = tokio::time::timeout_at(wait_until, stream.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(n)) if n > 0) {
+            handshake_first = false;
+        }
+    }
     if !handshake_first {
         let info = ctx.client_info_line(&shared);
         if tokio::time::timeout_at(deadline, stream.write_all(&info))

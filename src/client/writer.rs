@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::conn::{BoxWrite, errors};
 use super::shared::ConnShared;
-use crate::outbound::CloseReason;
+use crate::outbound::{CloseReason, Enqueued};
 use crate::server::ServerContext;
 
 /// Drain the outbound queue, send keep-alive PINGs, and close the socket.
@@ -43,7 +43,13 @@ pub(super) async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>,
                         ctx.stats.stale_connections.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
-                    shared.out.push_raw(b"PING\r\n");
+                    // Counted toward max_pending like everything queued.
+                    if shared.out.push_raw(b"PING\r\n") == Enqueued::SlowConsumer {
+                        if shared.close(CloseReason::SlowConsumerPendingBytes) {
+                            ctx.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        }
+                        break;
+                    }
                 }
             }
         }

@@ -26,10 +26,12 @@ pub struct SubjectPermission {
 /// `allow_responses`: may publish to reply subjects of requests received.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ResponsePermission {
-    /// Responses allowed per request.
+    /// Responses allowed per request (0: no limit; a negative `max` in the
+    /// file means that, as in nats-server).
     pub max: u64,
-    /// How long a reply subject stays publishable (nanoseconds in JSON, as
-    /// nats-server's monitoring shows durations).
+    /// How long a reply subject stays publishable (zero: no limit; a
+    /// negative `expires` in the file means that). Nanoseconds in JSON, as
+    /// nats-server's monitoring shows durations.
     #[serde(serialize_with = "as_nanos")]
     pub expires: Duration,
 }
@@ -261,19 +263,20 @@ fn permissions_in(v: &Spanned, cx: &mut Context) -> Result<Permissions, ConfigEr
             "subscribe" | "sub" | "export" => {
                 p.subscribe = Some(subject_permission(val, true, cx)?)
             }
-            "allow_responses" | "allow_response" => {
+            "allow_responses" | "allow_response" | "publish_allow_responses" => {
                 p.allow_responses = response_permission(val, cx)?
             }
             _ => cx.unknown(Some("permissions"), k, val)?,
         }
     }
-    // nats-server: a user allowed to answer requests but given no publish
-    // permissions may publish nothing else.
-    if p.allow_responses.is_some() && p.publish.is_none() {
-        p.publish = Some(SubjectPermission {
-            allow: Some(Vec::new()),
-            deny: Vec::new(),
-        });
+    // nats-server: a user allowed to answer requests and given no publish
+    // allow list may publish nothing else ("we turn off the blanket allow
+    // statement"); a publish deny list is kept.
+    if p.allow_responses.is_some() {
+        let publish = p.publish.get_or_insert_with(SubjectPermission::default);
+        if publish.allow.is_none() {
+            publish.allow = Some(Vec::new());
+        }
     }
     Ok(p)
 }
@@ -337,12 +340,32 @@ fn response_permission(
         max: DEFAULT_RESPONSE_MAX,
         expires: DEFAULT_RESPONSE_EXPIRES,
     };
+    // As in nats-server: 0 keeps the default, a negative value means no limit.
     for (k, val) in map {
         match k.to_ascii_lowercase().as_str() {
             "max" | "max_msgs" | "max_messages" | "max_responses" => {
-                rp.max = conf::uint(val, "max")?;
+                match conf::int_in(val, "max", i64::MIN, i64::MAX)? {
+                    0 => {}
+                    n if n < 0 => rp.max = 0,
+                    n => rp.max = n.unsigned_abs(),
+                }
             }
-            "expires" | "expiration" | "ttl" => rp.expires = conf::duration(val, "expires")?,
+            "expires" | "expiration" | "ttl" => {
+                let negative = val.as_str().and_then(|s| s.trim().strip_prefix('-'));
+                if let Some(rest) = negative {
+                    // Checked like any duration, then taken as "no limit".
+                    let d = conf::parse_go_duration(rest)
+                        .map_err(|m| conf::err(val, format!("\"expires\": {m}")))?;
+                    if !d.is_zero() {
+                        rp.expires = Duration::ZERO;
+                    }
+                } else {
+                    let d = conf::duration(val, "expires")?;
+                    if !d.is_zero() {
+                        rp.expires = d;
+                    }
+                }
+            }
             _ => cx.unknown(Some("allow_responses"), k, val)?,
         }
     }
@@ -654,5 +677,48 @@ mod tests {
         assert!(limits(map(vec![("window", i(0))])).is_err());
         assert!(limits(map(vec![("max_failures", i(-1))])).is_err());
         assert_eq!(limits(map(vec![])).expect("empty"), AuthLimits::default());
+    }
+
+    #[test]
+    fn allow_responses_values_follow_nats_server() {
+        let rp = |v: Spanned| {
+            parse_permissions(&map(vec![("allow_responses", v)])).map(|p| p.allow_responses)
+        };
+        let want = |max: u64, secs: u64| {
+            Some(ResponsePermission {
+                max,
+                expires: Duration::from_secs(secs),
+            })
+        };
+        assert_eq!(rp(b(true)).expect("true"), want(1, 120));
+        assert_eq!(rp(b(false)).expect("false"), None);
+        assert_eq!(
+            rp(map(vec![("max", i(3)), ("expires", s("1m"))])).expect("map"),
+            want(3, 60)
+        );
+        // 0 keeps the default; negative means no limit (0 at run time).
+        assert_eq!(
+            rp(map(vec![("max", i(0)), ("expires", s("0s"))])).expect("zeros"),
+            want(1, 120)
+        );
+        assert_eq!(
+            rp(map(vec![("max", i(-1)), ("expires", s("-1s"))])).expect("negative"),
+            want(0, 0)
+        );
+        assert!(rp(map(vec![("expires", s("-x"))])).is_err());
+        assert!(rp(map(vec![("typo", i(1))])).is_err());
+        // A publish deny list is kept, but the blanket allow is turned off.
+        let p = parse_permissions(&map(vec![
+            ("publish", map(vec![("deny", strs(&["x"]))])),
+            ("publish_allow_responses", b(true)),
+        ]))
+        .expect("perms");
+        assert_eq!(
+            p.publish,
+            Some(SubjectPermission {
+                allow: Some(vec![]),
+                deny: vec!["x".into()]
+            })
+        );
     }
 }

@@ -38,6 +38,13 @@ pub const DEFAULT_WRITE_DEADLINE: Duration = Duration::from_secs(10);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
+/// The largest `max_control_line` rnats accepts. A control line carries a
+/// subject of up to half as many tokens, and the subscription trie matches
+/// and removes recursively, one level per token: this bound keeps that
+/// recursion far inside a worker thread's stack (a test in
+/// `router::sublist` runs it on half of tokio's 2 MiB). nats-server
+/// accepts up to 2 GiB.
+pub const MAX_CONTROL_LINE_CAP: usize = 8 * 1024;
 pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
 pub const DEFAULT_LAME_DUCK_DURATION: Duration = Duration::from_secs(120);
 pub const DEFAULT_LAME_DUCK_GRACE_PERIOD: Duration = Duration::from_secs(10);

@@ -470,3 +470,15 @@ fn file_errors_and_display() {
         "{e}"
     );
 }
+
+#[test]
+fn max_control_line_is_capped_to_keep_the_trie_recursion_bounded() {
+    let e = load_err("max_control_line: 8193");
+    assert!(e.contains("cannot be higher than 8192"), "{e}");
+    assert_eq!(
+        load("max_control_line: 8192")
+            .expect("at the cap")
+            .max_control_line,
+        8192
+    );
+}

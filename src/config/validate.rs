@@ -68,6 +68,16 @@ impl Options {
                 "max_control_line must be positive".into(),
             ));
         }
+        if self.max_control_line > super::MAX_CONTROL_LINE_CAP {
+            return Err(self.error_at(
+                "max_control_line",
+                format!(
+                    "max_control_line ({}) cannot be higher than {} in rnats",
+                    self.max_control_line,
+                    super::MAX_CONTROL_LINE_CAP
+                ),
+            ));
+        }
         if self.server_name.contains(' ') {
             return Err(self.error_at("server_name", "server name cannot contain spaces".into()));
         }

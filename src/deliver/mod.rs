@@ -100,10 +100,16 @@ impl Batch {
     }
 
     /// Note a protocol reply (PONG, +OK, -ERR) queued for the publisher's
-    /// own connection: it needs a wake-up, and never paces anyone.
+    /// own connection: it needs a wake-up, and never paces anyone. Replies
+    /// count toward `max_pending`: one that does not fit cuts the
+    /// connection as a slow consumer.
     pub fn replied(&mut self, outlet: &Arc<Outlet>, r: Enqueued) {
-        if r == Enqueued::NeedsSignal {
-            self.wake.push(outlet.clone());
+        match r {
+            Enqueued::NeedsSignal => self.wake.push(outlet.clone()),
+            Enqueued::SlowConsumer => {
+                self.queued(outlet, r);
+            }
+            Enqueued::Queued | Enqueued::Closed => {}
         }
     }
 
@@ -266,7 +272,7 @@ pub fn deliver_local(
         // Routes are collected per peer by the caller.
         SubTarget::Route(_) => return false,
     };
-    if outlet.denies_delivery(msg.subject) {
+    if outlet.denies_delivery(msg.subject, sub.queue.as_deref()) {
         return false;
     }
     let admit = sub.admit();
@@ -297,6 +303,11 @@ pub fn deliver_local(
     if queued {
         batch.out_msgs += 1;
         batch.out_bytes += payload.len() as u64;
+        // Response permissions: the subscriber may now answer. One relaxed
+        // load for connections without them.
+        if let Some(reply) = msg.reply {
+            outlet.note_reply(reply);
+        }
     }
     if admit == Admit::DeliverLast {
         // Auto-unsubscribe reached its count.

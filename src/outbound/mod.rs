@@ -11,6 +11,10 @@
 //! an `Outlet`, never at a client or route type, so the index and the
 //! engine do not depend on the modules that own sockets.
 
+mod replies;
+
+pub use replies::{MAX_TRACKED_REPLIES, ReplyTracker, ResponseLimits};
+
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -250,12 +254,18 @@ impl Outbound {
         Self::mark(&mut o)
     }
 
-    /// Queue raw protocol bytes (INFO, PONG, +OK, -ERR, PING). These are
-    /// never refused for size: they are tiny and the server's own.
+    /// Queue raw protocol bytes (INFO, PONG, +OK, -ERR, PING). They count
+    /// toward `max_pending` like messages (as in nats-server): a client that
+    /// sends PINGs, or verbose ops, and never reads the answers is a slow
+    /// consumer too. An empty queue always takes one line (the INFO of a
+    /// server whose `max_pending` is tiny).
     pub fn push_raw(&self, data: &[u8]) -> Enqueued {
         let mut o = self.inner.lock();
         if o.closed {
             return Enqueued::Closed;
+        }
+        if o.pending > 0 && o.pending + data.len() > self.max_pending {
+            return Enqueued::SlowConsumer;
         }
         o.cur.extend_from_slice(data);
         o.pending += data.len();
@@ -475,11 +485,19 @@ pub struct Outlet {
     pub out: Outbound,
     /// The peer understands HMSG (it said `headers: true`).
     pub headers: AtomicBool,
-    /// Subscribe-deny patterns of this client's permissions, applied to
-    /// every delivery (a wildcard subscription may overlap a denied subject).
-    deny_delivery: RwLock<Vec<Bytes>>,
+    /// Subscribe-deny entries (subject, queue) of this client's
+    /// permissions, applied to every delivery: a wildcard subscription may
+    /// overlap a denied subject, and a queue subscription a queue-scoped
+    /// deny (`foo.> q1`).
+    deny_delivery: RwLock<Vec<(Bytes, Option<Bytes>)>>,
     /// Fast check so connections without deny rules pay one relaxed load.
     has_deny_delivery: AtomicBool,
+    /// Reply subjects delivered to a client with response permissions
+    /// (`allow_responses`); None for every other connection.
+    replies: Mutex<Option<ReplyTracker>>,
+    /// Fast check so connections without response permissions pay one
+    /// relaxed load per delivery with a reply subject.
+    tracks_replies: AtomicBool,
     /// Sids the engine removed after their auto-unsubscribe count; the
     /// owner drops them from its sid table (`take_expired`).
     expired: Mutex<Vec<Bytes>>,
@@ -504,6 +522,8 @@ impl Outlet {
             headers: AtomicBool::new(false),
             deny_delivery: RwLock::new(Vec::new()),
             has_deny_delivery: AtomicBool::new(false),
+            replies: Mutex::new(None),
+            tracks_replies: AtomicBool::new(false),
             expired: Mutex::new(Vec::new()),
             has_expired: AtomicBool::new(false),
             closing: CancellationToken::new(),
@@ -539,20 +559,64 @@ impl Outlet {
         self.closed.load(Ordering::Acquire)
     }
 
-    pub fn set_delivery_denies(&self, denies: Vec<Bytes>) {
+    pub fn set_delivery_denies(&self, denies: Vec<(Bytes, Option<Bytes>)>) {
         self.has_deny_delivery
             .store(!denies.is_empty(), Ordering::Release);
         *self.deny_delivery.write() = denies;
     }
 
-    /// Must a message on `subject` be withheld from this connection?
-    pub fn denies_delivery(&self, subject: &[u8]) -> bool {
+    /// Must a message on `subject` be withheld from this connection's
+    /// subscription in `queue` (None: a plain subscription)? A deny entry
+    /// with a queue applies only to members of a matching queue group.
+    pub fn denies_delivery(&self, subject: &[u8], queue: Option<&[u8]>) -> bool {
+        use crate::protocol::subject::matches;
         self.has_deny_delivery.load(Ordering::Relaxed)
+            && self.deny_delivery.read().iter().any(|(d, dq)| {
+                matches(d, subject)
+                    && dq
+                        .as_deref()
+                        .is_none_or(|dq| queue.is_some_and(|q| dq == q || matches(dq, q)))
+            })
+    }
+
+    /// Install (or remove) response permissions. Reply subjects recorded
+    /// under earlier permissions are forgotten.
+    pub fn set_response_limits(&self, limits: Option<ResponseLimits>) {
+        let mut r = self.replies.lock();
+        self.tracks_replies
+            .store(limits.is_some(), Ordering::Release);
+        *r = limits.map(ReplyTracker::new);
+    }
+
+    /// A message with reply subject `reply` was queued for this connection.
+    #[inline]
+    pub fn note_reply(&self, reply: &[u8]) {
+        if self.tracks_replies.load(Ordering::Relaxed) {
+            self.record_reply(reply);
+        }
+    }
+
+    #[cold]
+    fn record_reply(&self, reply: &[u8]) {
+        if let Some(t) = self.replies.lock().as_mut() {
+            t.record(reply);
+        }
+    }
+
+    /// May this connection publish to `subject` as a response to a
+    /// message it received? Counts the use.
+    pub fn response_allowed(&self, subject: &[u8]) -> bool {
+        self.tracks_replies.load(Ordering::Relaxed)
             && self
-                .deny_delivery
-                .read()
-                .iter()
-                .any(|d| crate::protocol::subject::matches(d, subject))
+                .replies
+                .lock()
+                .as_mut()
+                .is_some_and(|t| t.allow(subject))
+    }
+
+    /// Reply subjects currently tracked (for tests and monitoring).
+    pub fn tracked_replies(&self) -> usize {
+        self.replies.lock().as_ref().map_or(0, ReplyTracker::len)
     }
 
     /// Record that the subscription `sid` reached its auto-unsubscribe

@@ -62,6 +62,50 @@ pub fn matches(pattern: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Bytes from a client made safe for a log line or an `-ERR`: printable
+/// text as is; control characters, quotes, backslashes and invalid UTF-8
+/// escaped as Go's `%q` does (`\r`, `\x1b`, `\"`). In non-pedantic mode a
+/// subject may carry any of these, and written raw they could forge log
+/// lines or break the `-ERR` line.
+pub fn escape(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    if b.iter()
+        .all(|&c| (0x20..0x7f).contains(&c) && c != b'"' && c != b'\\')
+    {
+        // Printable ASCII only: valid UTF-8 by construction.
+        return String::from_utf8_lossy(b);
+    }
+    use std::fmt::Write;
+    let mut out = String::with_capacity(b.len() + 8);
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x80 && c.is_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `escape` in double quotes: Go's `%q`, as nats-server quotes subjects in
+/// its `-ERR` lines and logs.
+pub fn quote(b: &[u8]) -> String {
+    format!("\"{}\"", escape(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +135,17 @@ mod tests {
         assert!(!valid_pub_subject(b"foo.*", true));
         assert!(!valid_pub_subject(b"foo..bar", true));
         assert!(valid_pub_subject(b"foo.bar", true));
+    }
+
+    #[test]
+    fn quoting_like_go() {
+        assert_eq!(quote(b"foo.bar"), r#""foo.bar""#);
+        assert_eq!(quote(b"a\x1b[31mb"), r#""a\x1b[31mb""#);
+        assert_eq!(quote(b"a\rb\"q"), r#""a\rb\"q""#);
+        assert_eq!(quote(b"a\nb\\"), r#""a\nb\\""#);
+        assert_eq!(quote("caf\u{e9}".as_bytes()), "\"caf\u{e9}\"");
+        assert_eq!(quote(b"x\xff\x7f"), r#""x\xff\x7f""#);
+        assert!(matches!(escape(b"plain"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -222,3 +222,58 @@ mod smallvec_tokens {
         Tokens::Inline(arr, n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbound::{Outlet, OutletKind};
+
+    /// The deepest subject a control line within `MAX_CONTROL_LINE_CAP`
+    /// can carry is inserted, matched and removed on a quarter of a tokio
+    /// worker's stack: the recursion cannot overflow a real one.
+    #[test]
+    fn deepest_subject_fits_a_small_stack() {
+        let tokens = crate::config::MAX_CONTROL_LINE_CAP / 2;
+        let run = move || {
+            let outlet = Arc::new(Outlet::new(
+                1,
+                OutletKind::Client,
+                ([127, 0, 0, 1], 1).into(),
+                1024,
+            ));
+            let deep = |last: &str| {
+                let mut s = "a.".repeat(tokens - 1);
+                s.push_str(last);
+                Bytes::from(s)
+            };
+            let mut list = Sublist::default();
+            let subs: Vec<_> = ["a", "*", ">"]
+                .iter()
+                .map(|last| {
+                    Arc::new(Subscription::client(
+                        deep(last),
+                        None,
+                        Bytes::from_static(b"1"),
+                        outlet.clone(),
+                    ))
+                })
+                .collect();
+            for s in &subs {
+                list.insert(s.clone());
+            }
+            let mut out = SubResult::default();
+            list.matches(&deep("a"), &mut out);
+            assert_eq!(out.psubs.len(), 3);
+            for s in &subs {
+                assert!(list.remove(s));
+            }
+            assert_eq!(list.count(), 0);
+        };
+        std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(run)
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+    }
+}
