@@ -3,6 +3,7 @@
 //! over HTTP/1.1 (hyper, keep-alive) on the plain and the HTTPS port and
 //! checks `monitor_auth`.
 
+mod closed;
 mod http;
 
 pub use http::{HEAD_READ_TIMEOUT, MAX_HEAD, WRITE_STALL_TIMEOUT, serve_connection};
@@ -17,48 +18,7 @@ use serde_json::{Value, json};
 use crate::client::ConnShared;
 use crate::server::ServerContext;
 
-/// A connection as it was when it closed, for /connz?state=closed.
-#[derive(Clone, Debug)]
-pub struct ClosedConn {
-    pub cid: u64,
-    pub ip: String,
-    pub port: u16,
-    pub start: SystemTime,
-    pub stop: SystemTime,
-    pub reason: String,
-    pub in_msgs: u64,
-    pub in_bytes: u64,
-    pub out_msgs: u64,
-    pub out_bytes: u64,
-    pub name: String,
-    pub lang: String,
-    pub version: String,
-}
-
-impl ClosedConn {
-    pub fn from_conn(c: &ConnShared) -> Self {
-        let (out_msgs, out_bytes) = c.out.out_counts();
-        let meta = c.meta.lock().clone();
-        ClosedConn {
-            cid: c.cid,
-            ip: c.peer.ip().to_string(),
-            port: c.peer.port(),
-            start: c.start,
-            stop: SystemTime::now(),
-            reason: c
-                .close_reason()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "Client Closed".into()),
-            in_msgs: c.in_msgs.load(Ordering::Relaxed),
-            in_bytes: c.in_bytes.load(Ordering::Relaxed),
-            out_msgs,
-            out_bytes,
-            name: meta.name,
-            lang: meta.lang,
-            version: meta.version,
-        }
-    }
-}
+pub use closed::{ClosedConn, InlineStr, MAX_CLOSED};
 
 /// Route a request path and its (still percent-encoded) query string to
 /// the JSON document. Query parameters are decoded as HTML forms and Go's
@@ -235,13 +195,14 @@ fn connz(ctx: &ServerContext, subs: bool, closed: bool, offset: usize, limit: us
             .take(limit)
             .map(|c| {
                 let mut v = json!({
-                    "cid": c.cid, "kind": "Client", "type": "nats", "ip": c.ip, "port": c.port,
-                    "start": rfc3339(c.start), "stop": rfc3339(c.stop), "reason": c.reason,
+                    "cid": c.cid, "kind": "Client", "type": "nats", "ip": c.ip.to_string(),
+                    "port": c.port, "start": rfc3339(c.start), "stop": rfc3339(c.stop),
+                    "reason": c.reason.to_string(),
                     "uptime": uptime(c.stop.duration_since(c.start).unwrap_or_default()),
                     "in_msgs": c.in_msgs, "in_bytes": c.in_bytes, "out_msgs": c.out_msgs,
                     "out_bytes": c.out_bytes, "subscriptions": 0, "pending_bytes": 0,
                 });
-                set_client_strings(&mut v, &c.name, &c.lang, &c.version);
+                set_client_strings(&mut v, c.name.as_str(), c.lang.as_str(), c.version.as_str());
                 v
             })
             .collect();

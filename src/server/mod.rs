@@ -24,7 +24,7 @@ use crate::account::Accounts;
 use crate::auth::Authenticator;
 use crate::client::{ClientSupMsg, CloseReason, ConnCtl, ConnShared};
 use crate::config::Options;
-use crate::monitor::ClosedConn;
+use crate::monitor::{ClosedConn, MAX_CLOSED};
 use crate::protocol::info::{NATS_COMPAT_VERSION, ServerInfo};
 use crate::tls::TlsOptions;
 use supervisor::{ServerSupervisor, SupervisorArgs, SupervisorMsg};
@@ -177,7 +177,7 @@ impl ServerContext {
 
     pub fn note_closed(&self, conn: &ConnShared) {
         let mut closed = self.closed.lock();
-        if closed.len() >= 1000 {
+        if closed.len() >= MAX_CLOSED {
             closed.pop_front();
         }
         closed.push_back(ClosedConn::from_conn(conn));
@@ -377,7 +377,8 @@ impl Server {
             next_cid: AtomicU64::new(1),
             start_time: SystemTime::now(),
             shutdown: CancellationToken::new(),
-            closed: Mutex::new(Default::default()),
+            // Allocated once, so the ring never reallocates mid-flood.
+            closed: Mutex::new(std::collections::VecDeque::with_capacity(MAX_CLOSED)),
             client_sup: RwLock::new(None),
             auth: RwLock::new(Arc::new(auth)),
             config_gen: AtomicU64::new(0),
@@ -516,8 +517,13 @@ async fn sweep_limiter(ctx: Arc<ServerContext>) {
 /// idle or steady server pays nothing.
 async fn release_memory(ctx: Arc<ServerContext>) {
     use std::sync::atomic::Ordering::Relaxed;
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    let (mut conns, mut subs, mut bytes) = (0usize, 0usize, 0u64);
+    // Frees trail the counters (a closed connection's subscriptions leave
+    // their tries after it leaves the table), so after a drop the heap is
+    // trimmed on a few more ticks, not only on the one that saw it.
+    const TRIMS_AFTER_DROP: u32 = 3;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let (mut conns, mut subs, mut bytes, mut opened) = (0usize, 0usize, 0u64, 0u64);
+    let mut trims_left = 0u32;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
@@ -526,11 +532,22 @@ async fn release_memory(ctx: Arc<ServerContext>) {
         let now_conns = ctx.conns.len();
         let now_subs = ctx.accounts.total_subscriptions();
         let now_bytes = ctx.stats.in_bytes.load(Relaxed) + ctx.stats.out_bytes.load(Relaxed);
-        let shrank = now_conns < conns || now_subs < subs;
+        let now_opened = ctx.stats.total_connections.load(Relaxed);
+        // Connections that came and went between two ticks leave the count
+        // where it was but their memory freed: the total opened tells.
+        let came_and_went = now_conns.saturating_sub(conns) < (now_opened - opened) as usize;
+        let shrank = now_conns < conns || now_subs < subs || came_and_went;
         let churned = now_bytes.saturating_sub(bytes) > 64 * 1024 * 1024;
-        (conns, subs, bytes) = (now_conns, now_subs, now_bytes);
+        (conns, subs, bytes, opened) = (now_conns, now_subs, now_bytes, now_opened);
         if shrank || churned {
+            trims_left = TRIMS_AFTER_DROP;
+        }
+        if trims_left > 0 {
+            trims_left -= 1;
             trim_heap();
+            if ctx.debug() {
+                tracing::debug!("Returned free heap memory (conns {now_conns}, subs {now_subs})");
+            }
         }
     }
 }
