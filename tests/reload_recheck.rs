@@ -231,3 +231,18 @@ async fn a_kicked_connection_stops_before_the_rest_of_its_read_buffer() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_has_not_sent_connect_follows_a_reload_that_turns_auth_on() {
+    let server = start(opts()).await;
+    let mut c = Raw::connect(server.client_addr()).await;
+    c.clear();
+    server
+        .reload(with_users(vec![user("a", bcrypt_secret("pw", 4), None)]))
+        .unwrap();
+    // No CONNECT yet: under the new configuration a PUB is refused.
+    c.send(b"PUB x 1\r\na\r\n").await;
+    let got = String::from_utf8_lossy(&c.expect_closed().await).into_owned();
+    assert_eq!(got, format!("{AUTH_VIOLATION}\r\n"));
+    server.shutdown().await;
+}

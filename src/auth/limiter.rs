@@ -12,14 +12,20 @@
 //!   the target are never refused.
 //! * A failure that names no existing user (unknown or missing user name,
 //!   wrong token, unmapped certificate) counts on the source's own key
-//!   (source, -), one budget for the whole spray. Its ban refuses only
-//!   such logins, which can never succeed anyway.
+//!   (source, -), one budget for the whole spray. With user names
+//!   (user/password, nkey-less users) its ban refuses only logins that name
+//!   no existing user, which can never succeed anyway. In token and
+//!   `tls_map` modes there is no user name to key on, so that ban refuses
+//!   every token or certificate login from the source: it fails closed (a
+//!   misbehaving client behind a NAT can lock out its neighbours there).
 //! * Each new ban of a key that is still remembered doubles the previous
 //!   one, up to `max_ban`. A key is forgotten once it has been quiet (no
 //!   failure, no ban) for `window`.
 //! * The table is bounded: when it is full the oldest clean entries (not
 //!   banned) are evicted, then if need be the bans that end soonest; new
-//!   failures are always tracked.
+//!   failures are always tracked. An attacker with more addresses than the
+//!   table holds (100k keys; IPv6 /64s are one source each) can push out
+//!   a ban that way; no per-user budget across sources exists yet.
 //!
 //! Every method has an `_at` twin taking the current instant, so tests (and
 //! anything else that needs a controlled clock) can drive time by hand.

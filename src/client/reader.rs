@@ -250,6 +250,13 @@ impl Reader {
             if self.shared.is_closing() {
                 return Err(Stop::Close(CloseReason::ClientClosed));
             }
+            // Before CONNECT, follow reloads: one that turned
+            // authentication on applies to this client's next operation.
+            if !self.connected && self.ctx.config_gen() != self.auth_gen {
+                let (auth, generation) = self.ctx.auth_with_gen();
+                self.auth_required = auth.auth_required();
+                self.auth_gen = generation;
+            }
             // With authentication, nothing but CONNECT before CONNECT, and
             // refused at its first byte as nats-server does: waiting for the
             // whole op would let `PUB x <max_payload>` make us buffer a
@@ -428,14 +435,16 @@ impl Reader {
             } else {
                 None
             };
-            self.bind(account_name.as_deref()).await?;
             // Kept for re-checks on reload, whatever the current mode: a
             // reload that turns authentication on checks what was sent.
+            // Stored before binding: a re-check takes bound connections
+            // and must never see one without what it logged in with.
             *self.shared.credentials.lock() = Some(Credentials {
                 user: opts.user.clone(),
                 pass: opts.pass.clone(),
                 token: opts.auth_token.clone(),
             });
+            self.bind(account_name.as_deref()).await?;
             self.shared.admitted_by(self.auth_gen);
             self.recheck_after_reload().await?;
         }
@@ -561,6 +570,15 @@ impl Reader {
             let (auth, generation) = self.ctx.auth_with_gen();
             if generation == self.auth_gen {
                 return Ok(());
+            }
+            if !crate::server::pins_still_hold(&self.ctx, &self.shared) {
+                tracing::info!(
+                    "{} - cid:{} - disconnected after reload: certificate not pinned",
+                    self.shared.peer,
+                    self.shared.cid
+                );
+                self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                return Err(Stop::Close(CloseReason::AuthenticationViolation));
             }
             let creds = self.shared.credentials.lock().clone().unwrap_or_default();
             let identity = self.shared.tls_identity.lock().clone();

@@ -109,6 +109,11 @@ pub(super) async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>,
     }
     // Say why, briefly, then close. A slow consumer's backlog is dropped.
     let final_flush = async {
+        // A publisher may be in the middle of an in-place flush: let it
+        // finish its frame (it stops at the next one, the queue is sealed)
+        // and put back what it did not write.
+        shared.out.seal();
+        shared.out.direct_idle().await;
         match shared.close_reason() {
             Some(CloseReason::SlowConsumerPendingBytes)
             | Some(CloseReason::SlowConsumerWriteDeadline) => {

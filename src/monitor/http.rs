@@ -206,74 +206,109 @@ async fn authorize(
     let Some(given) = given else {
         return Access::Denied;
     };
-    let (ok, user) = credentials_match(m, given.as_bytes(), auth.bcrypt_pool()).await;
-    if ok {
-        return Access::Granted;
+    // The same gate as client logins: the ban is asked again when a bcrypt
+    // worker is free (a guess queued behind the one that got the source
+    // banned runs no bcrypt), a failure is counted while the worker is
+    // still held, and a match decided after a ban is refused.
+    let banned = || limiter.is_banned_for(peer.ip(), Some(MONITOR_LIMITER_KEY));
+    let (outcome, user) = credentials_match(m, given.as_bytes(), auth.bcrypt_pool(), &banned).await;
+    match outcome {
+        Outcome::Match if !banned() => Access::Granted,
+        Outcome::Match | Outcome::Skipped => {
+            limiter
+                .counters
+                .banned_refusals
+                .fetch_add(1, Ordering::Relaxed);
+            audit(&AuditEvent {
+                client: peer,
+                cid: None,
+                method,
+                user: user.as_deref(),
+                result: AuditResult::Banned,
+                reason: "monitor: source banned after repeated failures",
+            });
+            Access::Banned
+        }
+        Outcome::Mismatch(worker) => {
+            limiter.record_failure_for(peer.ip(), Some(MONITOR_LIMITER_KEY));
+            drop(worker);
+            audit(&AuditEvent {
+                client: peer,
+                cid: None,
+                method,
+                user: user.as_deref(),
+                result: AuditResult::Failed,
+                reason: "monitor: wrong credentials",
+            });
+            Access::Denied
+        }
     }
-    limiter.record_failure_for(peer.ip(), Some(MONITOR_LIMITER_KEY));
-    audit(&AuditEvent {
-        client: peer,
-        cid: None,
-        method,
-        user: user.as_deref(),
-        result: AuditResult::Failed,
-        reason: "monitor: wrong credentials",
-    });
-    Access::Denied
+}
+
+/// How a monitor credential check ended.
+enum Outcome {
+    Match,
+    /// Wrong credentials; holds the bcrypt worker (if one ran) until the
+    /// failure is counted.
+    Mismatch(Option<crate::auth::Verdict>),
+    /// Not checked: the source was banned while the check waited.
+    Skipped,
 }
 
 /// Do the `Authorization` header's Basic user/password or Bearer token
 /// match? Also returns the Basic user name given, for the audit log.
+/// bcrypt runs in the shared pool, and only while `banned()` is false.
 async fn credentials_match(
     m: &MonitorAuth,
     value: &[u8],
     pool: &crate::auth::BcryptPool,
-) -> (bool, Option<String>) {
+    banned: &(dyn Fn() -> bool + Sync),
+) -> (Outcome, Option<String>) {
+    let wrong = (Outcome::Mismatch(None), None);
     let Ok(value) = std::str::from_utf8(value) else {
-        return (false, None);
+        return wrong;
     };
     let value = value.trim();
     let (scheme, cred) = value.split_once(' ').unwrap_or((value, ""));
     let cred = cred.trim();
+    let check = async |secret: &crate::auth::Secret, given: &str, also: bool| match secret
+        .verify_if(given, pool, &|| !banned())
+        .await
+    {
+        None => Outcome::Skipped,
+        Some(v) if v.ok && also => Outcome::Match,
+        Some(v) => Outcome::Mismatch(Some(v)),
+    };
     if scheme.eq_ignore_ascii_case("bearer") {
-        let ok = match &m.token {
-            Some(t) => !cred.is_empty() && verify(t, cred, pool).await,
-            None => false,
+        return match &m.token {
+            Some(t) if !cred.is_empty() => (check(t, cred, true).await, None),
+            _ => wrong,
         };
-        return (ok, None);
     }
     if !scheme.eq_ignore_ascii_case("basic") {
-        return (false, None);
+        return wrong;
     }
     let Ok(decoded) = data_encoding::BASE64.decode(cred.as_bytes()) else {
-        return (false, None);
+        return wrong;
     };
     let decoded = String::from_utf8_lossy(&decoded);
     let Some((user, pass)) = decoded.split_once(':') else {
-        return (false, None);
+        return wrong;
     };
-    let ok = match (&m.user, &m.password) {
+    let outcome = match (&m.user, &m.password) {
         (Some(u), Some(p)) => {
-            let user_ok = ct_eq(u.as_bytes(), user.as_bytes());
             // Always check the password, so a wrong user costs the same.
-            verify(p, pass, pool).await && user_ok
+            let user_ok = ct_eq(u.as_bytes(), user.as_bytes());
+            check(p, pass, user_ok).await
         }
-        _ => false,
+        _ => Outcome::Mismatch(None),
     };
-    (ok, Some(user.to_string()))
+    (outcome, Some(user.to_string()))
 }
 
 /// The limiter key monitor logins count under (no NATS user name can
 /// collide with it: it is not a valid subject token character set).
 const MONITOR_LIMITER_KEY: &str = "$monitor\u{0}";
-
-/// Check `given` against `secret` in the shared bcrypt pool.
-async fn verify(secret: &crate::auth::Secret, given: &str, pool: &crate::auth::BcryptPool) -> bool {
-    secret
-        .verify_if(given, pool, &|| true)
-        .await
-        .is_some_and(|v| v.ok)
-}
 
 /// A stream whose writes fail with `TimedOut` when they make no progress
 /// for `limit` (hyper has no write timeout of its own), so a client that

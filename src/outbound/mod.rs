@@ -362,7 +362,13 @@ impl Outbound {
         };
         let mut written = 0;
         let mut idx = 0;
+        let mut first = true;
         while idx < scratch.len() {
+            // A close sealed the queue meanwhile: the rest goes back for
+            // the writer's final flush to decide on.
+            if !std::mem::take(&mut first) && self.inner.lock().closed {
+                break;
+            }
             let mut slices = [IoSlice::new(&[]); 64];
             let count = (scratch.len() - idx).min(64);
             for (slot, seg) in slices.iter_mut().zip(&scratch[idx..idx + count]) {
@@ -431,7 +437,25 @@ impl Outbound {
     /// final flush still sends it (e.g. the `-ERR` that explains a close).
     /// The writer calls `close` once it is done, which frees the queue.
     pub fn seal(&self) {
-        self.inner.lock().closed = true;
+        let mut o = self.inner.lock();
+        o.closed = true;
+        // No more in-place flushes; the writer's final flush uses its own
+        // handle, and the socket must not outlive the connection's tasks
+        // because a cache still references this outlet.
+        o.direct = None;
+    }
+
+    /// Wait (bounded) until no publisher is flushing in place, so the
+    /// writer's last words cannot land inside a frame being written. Once
+    /// sealed, an in-place flush stops before its next write, so this is
+    /// short.
+    pub async fn direct_idle(&self) {
+        for _ in 0..1000 {
+            if !self.inner.lock().direct_busy {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Stop accepting messages and drop what is queued.
@@ -722,10 +746,12 @@ mod tests {
         assert!(out.flush_direct(&mut scratch));
         assert_eq!(&sock.got.lock()[..], b"M a\r\nM b\r\n");
         assert_eq!(out.pending(), 0);
-        // Nothing queued: the writer finds nothing, and a closed queue
-        // drops its socket so nothing more is written in place.
+        // Nothing queued: the writer finds nothing, and a sealed queue
+        // drops its socket so nothing more is written in place (nor is the
+        // socket kept open by an outlet a cache still references).
         assert_eq!(out.take(&mut Vec::new()), 0);
-        out.close();
+        out.seal();
+        assert_eq!(Arc::strong_count(&sock), 1);
         push(&out, b"c");
         assert!(!out.flush_direct(&mut scratch));
         assert_eq!(sock.got.lock().len(), 10);

@@ -6,6 +6,8 @@ mod lame_duck;
 pub mod listener;
 pub mod logging;
 mod recheck;
+
+pub use recheck::pins_still_hold;
 pub mod signals;
 mod supervisor;
 

@@ -26,6 +26,7 @@ use futures::StreamExt;
 
 use super::ServerContext;
 use crate::auth::AuthFailure;
+use crate::client::shared::Credentials;
 use crate::client::{ConnCtl, ConnShared};
 
 /// Distinct credentials checked at once (bcrypt itself is bounded by the
@@ -39,36 +40,44 @@ pub(super) async fn recheck_clients(ctx: Arc<ServerContext>, generation: u64) {
     if current != generation {
         return; // a newer reload runs its own re-check
     }
-    let pins = ctx
-        .tls()
-        .map(|t| t.opts.clone())
-        .filter(|o| !o.pinned_certs.is_empty());
-    let mut groups: HashMap<[u8; 32], Vec<Arc<ConnShared>>> = HashMap::new();
+    // Each group checks the credentials snapshotted when it was formed,
+    // the same ones its key was computed from.
+    let mut groups: HashMap<[u8; 32], Group> = HashMap::new();
     for entry in ctx.conns.iter() {
         let conn = entry.value().clone();
         if conn.account().is_none() || conn.is_closing() {
             continue; // still logging in (it re-checks itself), or leaving
         }
-        if let Some(pins) = &pins {
-            let fingerprint = conn.tls_fingerprint.lock().clone();
-            if !fingerprint.is_some_and(|f| pins.pinned_certs.contains(&f)) {
-                tracing::info!(
-                    "{} - cid:{} - disconnected after reload: certificate not pinned",
-                    conn.peer,
-                    conn.cid
-                );
-                revoke(&ctx, &conn, generation);
-                continue;
-            }
+        if !pins_still_hold(&ctx, &conn) {
+            tracing::info!(
+                "{} - cid:{} - disconnected after reload: certificate not pinned",
+                conn.peer,
+                conn.cid
+            );
+            revoke(&ctx, &conn, generation);
+            continue;
         }
-        groups.entry(credential_key(&conn)).or_default().push(conn);
+        let creds = conn.credentials.lock().clone().unwrap_or_default();
+        let identity = conn.tls_identity.lock().clone();
+        let key = credential_key(&creds, identity.as_ref());
+        groups
+            .entry(key)
+            .or_insert_with(|| Group {
+                creds,
+                identity,
+                conns: Vec::new(),
+            })
+            .conns
+            .push(conn);
     }
-    let checks = groups.into_values().map(|conns| {
+    let checks = groups.into_values().map(|group| {
         let auth = auth.clone();
         async move {
-            let first = &conns[0];
-            let creds = first.credentials.lock().clone().unwrap_or_default();
-            let identity = first.tls_identity.lock().clone();
+            let Group {
+                creds,
+                identity,
+                conns,
+            } = group;
             // Not `authenticate`: a re-check is no login attempt and must
             // not count as a failure with the limiter (or be refused by a
             // ban).
@@ -128,8 +137,30 @@ fn revoke(ctx: &ServerContext, conn: &ConnShared, generation: u64) {
     ctx.control(conn.cid, ConnCtl::Revoke { generation });
 }
 
+/// Connections that presented the same credentials, and those credentials.
+struct Group {
+    creds: Credentials,
+    identity: Option<crate::tls::CertIdentity>,
+    conns: Vec<Arc<ConnShared>>,
+}
+
+/// Does the connection's client certificate still satisfy the current
+/// `pinned_certs` (true when none are configured)?
+pub fn pins_still_hold(ctx: &ServerContext, conn: &ConnShared) -> bool {
+    let Some(tls) = ctx.tls() else {
+        return true;
+    };
+    if tls.opts.pinned_certs.is_empty() {
+        return true;
+    }
+    conn.tls_fingerprint
+        .lock()
+        .as_ref()
+        .is_some_and(|f| tls.opts.pinned_certs.contains(f))
+}
+
 /// SHA-256 over everything a client presented (length-prefixed fields).
-fn credential_key(conn: &ConnShared) -> [u8; 32] {
+fn credential_key(creds: &Credentials, identity: Option<&crate::tls::CertIdentity>) -> [u8; 32] {
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     let mut field = |v: Option<&[u8]>| match v {
         None => h.update(&[0]),
@@ -139,14 +170,10 @@ fn credential_key(conn: &ConnShared) -> [u8; 32] {
             h.update(b);
         }
     };
-    {
-        let creds = conn.credentials.lock();
-        let c = creds.as_ref();
-        field(c.and_then(|c| c.user.as_deref()).map(str::as_bytes));
-        field(c.and_then(|c| c.pass.as_deref()).map(str::as_bytes));
-        field(c.and_then(|c| c.token.as_deref()).map(str::as_bytes));
-    }
-    let identity = conn.tls_identity.lock().as_ref().map(|i| format!("{i:?}"));
+    field(creds.user.as_deref().map(str::as_bytes));
+    field(creds.pass.as_deref().map(str::as_bytes));
+    field(creds.token.as_deref().map(str::as_bytes));
+    let identity = identity.map(|i| format!("{i:?}"));
     field(identity.as_deref().map(str::as_bytes));
     let mut key = [0u8; 32];
     key.copy_from_slice(h.finish().as_ref());
