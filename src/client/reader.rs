@@ -37,6 +37,11 @@ const MAX_INGEST_READ: usize = 256 * 1024;
 /// at each cut, so a big read does not delay their first byte.
 const BATCH_MSGS: u64 = 2048;
 const BATCH_BYTES: u64 = 64 * 1024;
+/// Payload bytes a reader publishes before it yields its worker: one
+/// connection pushing large messages must not hold a worker through a
+/// whole read buffer while other connections' requests wait (the p99 of a
+/// request/reply client beside four 1 MiB publishers depends on it).
+const YIELD_BYTES: u64 = 512 * 1024;
 /// SUBs whose acknowledgement from the shard actor the reader has not
 /// awaited, at most: past this it awaits them before reading on. Without a
 /// bound, `SUB a 1` / `UNSUB 1` in a loop with no PING or PUB kept one
@@ -78,6 +83,8 @@ pub(super) struct Reader {
     pending_subs: Vec<ractor::concurrency::OneshotReceiver<()>>,
     batch_msgs: u64,
     batch_bytes: u64,
+    /// Payload bytes published since this reader last yielded.
+    since_yield: u64,
     /// Messages this reader has queued for subscribers, ever.
     delivered: u64,
 }
@@ -118,6 +125,7 @@ impl Reader {
             pending_subs: Vec::new(),
             batch_msgs: 0,
             batch_bytes: 0,
+            since_yield: 0,
             delivered: 0,
             shared,
             ctx,
@@ -291,8 +299,14 @@ impl Reader {
                     // sends it after a subject -ERR but before the message
                     // reaches any subscriber (the sender included).
                     self.publish(&frame);
+                    self.since_yield += frame.payload().len() as u64;
                     if self.batch_msgs >= BATCH_MSGS || self.batch_bytes >= BATCH_BYTES {
                         self.end_batch();
+                    }
+                    if self.since_yield >= YIELD_BYTES {
+                        self.since_yield = 0;
+                        self.end_batch();
+                        tokio::task::yield_now().await;
                     }
                     // Paced by a subscriber that falls behind: wake its
                     // writer and give it a moment (never for this

@@ -29,13 +29,13 @@ impl ReadSide {
     /// Cancel-safe: nothing is read unless the future completes.
     pub async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            ReadSide::Tcp(s) => loop {
-                s.readable().await?;
-                match s.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return r,
-                }
-            },
+            // `async_io` takes part in tokio's cooperative budget (a bare
+            // `readable()` does not), so a reader whose socket always has
+            // data still yields its worker now and then.
+            ReadSide::Tcp(s) => {
+                s.async_io(tokio::io::Interest::READABLE, || s.try_read_buf(buf))
+                    .await
+            }
             ReadSide::Stream(r) => r.read_buf(buf).await,
         }
     }
