@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::conn::{BoxWrite, errors};
 use super::shared::ConnShared;
-use crate::outbound::{CloseReason, Enqueued};
+use crate::outbound::{CloseReason, Enqueued, MAX_IOVECS, consume_written, fill_iovecs};
 use crate::server::ServerContext;
 
 /// Drain the outbound queue, send keep-alive PINGs, and close the socket.
@@ -150,25 +150,13 @@ async fn write_segments<W: AsyncWrite + Unpin + ?Sized>(
             w.write_all(&segs[idx]).await?;
             break;
         }
-        let mut slices = [IoSlice::new(&[]); 64];
-        let count = (segs.len() - idx).min(64);
-        for (slot, seg) in slices.iter_mut().zip(&segs[idx..idx + count]) {
-            *slot = IoSlice::new(seg);
-        }
-        let mut n = w.write_vectored(&slices[..count]).await?;
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = fill_iovecs(&mut slices, &segs[idx..]);
+        let n = w.write_vectored(&slices[..count]).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 {
-            let len = segs[idx].len();
-            if len <= n {
-                n -= len;
-                idx += 1;
-            } else {
-                segs[idx].advance(n);
-                n = 0;
-            }
-        }
+        consume_written(segs, &mut idx, n);
     }
     segs.clear();
     w.flush().await

@@ -100,6 +100,33 @@ pub trait DirectWrite: Send + Sync {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize>;
 }
 
+/// Segments handed to one vectored write, at most.
+pub const MAX_IOVECS: usize = 64;
+
+/// Point `slices` at the first segments of `segs`; returns how many.
+pub fn fill_iovecs<'a>(slices: &mut [IoSlice<'a>; MAX_IOVECS], segs: &'a [Bytes]) -> usize {
+    let count = segs.len().min(MAX_IOVECS);
+    for (slot, seg) in slices.iter_mut().zip(&segs[..count]) {
+        *slot = IoSlice::new(seg);
+    }
+    count
+}
+
+/// After a write of `n` bytes starting at `segs[*idx]`: move `idx` past
+/// the segments written whole and trim the one written in part.
+pub fn consume_written(segs: &mut [Bytes], idx: &mut usize, mut n: usize) {
+    while n > 0 && *idx < segs.len() {
+        let len = segs[*idx].len();
+        if len <= n {
+            n -= len;
+            *idx += 1;
+        } else {
+            bytes::Buf::advance(&mut segs[*idx], n);
+            n = 0;
+        }
+    }
+}
+
 /// Result of queueing bytes for a connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Enqueued {
@@ -369,30 +396,18 @@ impl Outbound {
             if !std::mem::take(&mut first) && self.inner.lock().closed {
                 break;
             }
-            let mut slices = [IoSlice::new(&[]); 64];
-            let count = (scratch.len() - idx).min(64);
-            for (slot, seg) in slices.iter_mut().zip(&scratch[idx..idx + count]) {
-                *slot = IoSlice::new(seg);
-            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = fill_iovecs(&mut slices, &scratch[idx..]);
             // WouldBlock or an error both leave the rest to the writer
             // task, which waits for the socket and reports errors.
-            let Ok(mut n) = sink.try_write_vectored(&slices[..count]) else {
+            let Ok(n) = sink.try_write_vectored(&slices[..count]) else {
                 break;
             };
             if n == 0 {
                 break;
             }
             written += n;
-            while n > 0 {
-                let len = scratch[idx].len();
-                if len <= n {
-                    n -= len;
-                    idx += 1;
-                } else {
-                    bytes::Buf::advance(&mut scratch[idx], n);
-                    n = 0;
-                }
-            }
+            consume_written(scratch, &mut idx, n);
         }
         let done = {
             let mut o = self.inner.lock();
