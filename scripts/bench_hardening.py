@@ -31,28 +31,11 @@ import tempfile
 import time
 import urllib.request
 
+from bench_security import free_port, start  # same folder
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNATS = os.path.join(ROOT, "target", "release", "rnats")
 RNATS_SERVER = os.path.join(ROOT, "target", "release", "rnats-server")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(binary, conf, port):
-    proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"{binary} did not start on {port}")
 
 
 def new_password(cost):
@@ -184,19 +167,14 @@ def revocation(binary, tmp, n, b, label):
         proc.wait()
 
 
-def rr_beside_flood(binary, label):
+def rr_beside_flood(binary, tmp, label):
     port = free_port()
-    # Both default to a 1 MiB max_payload (nats-server has no flag for it).
-    args = [binary, "-a", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Both default to a 1 MiB max_payload.
+    conf = os.path.join(tmp, f"flood-{label}.conf")
+    with open(conf, "w") as f:
+        f.write(f'listen: "127.0.0.1:{port}"\n')
+    proc = start(binary, conf, port)
     url = f"nats://127.0.0.1:{port}"
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
     try:
         flood = subprocess.Popen(
             [RNATS, "-s", url, "bench", "flood", "--pub", "4", "--sub", "20", "--size", "1048576",
@@ -240,9 +218,9 @@ def main():
             if nats:
                 revocation(nats, tmp, a.conns, a.bcrypt_conns, "nats-server")
         for _ in range(3 if "3" in parts else 0):
-            rr_beside_flood(RNATS_SERVER, "rnats-server")
+            rr_beside_flood(RNATS_SERVER, tmp, "rnats-server")
             if nats:
-                rr_beside_flood(nats, "nats-server")
+                rr_beside_flood(nats, tmp, "nats-server")
 
 
 if __name__ == "__main__":

@@ -163,22 +163,8 @@ impl Actor for ConnActor {
             // Closes act at once, from here: the reader and writer watch
             // the token, and the reader stops before its next operation
             // instead of after the rest of its read buffer.
-            // The error is the last thing queued: sealing right after it
-            // keeps publishers from queueing (or writing in place) more.
-            ConnMsg::Control(ConnCtl::Kick { reason, err }) => {
-                if let Some(err) = err {
-                    state.shared.out.push_raw(err);
-                }
-                state.shared.out.seal();
-                state.shared.close(reason);
-            }
-            ConnMsg::Control(ConnCtl::Revoke { generation }) => {
-                if state.shared.revoked_by(generation) {
-                    state.shared.out.push_raw(errors::AUTH_VIOLATION);
-                    state.shared.out.seal();
-                    state.shared.close(CloseReason::AuthenticationViolation);
-                }
-            }
+            ConnMsg::Control(ConnCtl::Kick { reason, err }) => state.shared.kick(reason, err),
+            ConnMsg::Control(ConnCtl::Revoke { generation }) => state.shared.revoke(generation),
             ConnMsg::Control(c) => {
                 // A full channel means the reader is stuck. New permissions
                 // that cannot be applied must not leave the old (maybe
@@ -186,8 +172,7 @@ impl Actor for ConnActor {
                 if let Err(mpsc::error::TrySendError::Full(ConnCtl::Permissions { .. })) =
                     state.ctl.try_send(c)
                 {
-                    state.shared.out.seal();
-                    state.shared.close(CloseReason::Kicked);
+                    state.shared.kick(CloseReason::Kicked, None);
                 }
             }
             ConnMsg::InjectPanic => panic!("injected fault in cid {}", state.shared.cid),

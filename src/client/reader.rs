@@ -207,20 +207,10 @@ impl Reader {
     /// A message from the connection actor (the control path).
     fn control(&mut self, c: ConnCtl) {
         match c {
-            // The connection actor applies closes itself; these arms only
-            // keep the match whole.
-            ConnCtl::Kick { reason, err } => {
-                if let Some(err) = err {
-                    self.shared.out.push_raw(err);
-                }
-                self.shared.close(reason);
-            }
-            ConnCtl::Revoke { generation } => {
-                if self.shared.revoked_by(generation) {
-                    self.shared.out.push_raw(errors::AUTH_VIOLATION);
-                    self.shared.close(CloseReason::AuthenticationViolation);
-                }
-            }
+            // The connection actor applies closes itself and never
+            // forwards them; these arms only keep the match whole.
+            ConnCtl::Kick { reason, err } => self.shared.kick(reason, err),
+            ConnCtl::Revoke { generation } => self.shared.revoke(generation),
             ConnCtl::Permissions { perms, generation } => {
                 if self.shared.admitted_by(generation) {
                     self.auth_gen = self.auth_gen.max(generation);
@@ -601,15 +591,7 @@ impl Reader {
             }
             let creds = self.shared.credentials.lock().clone().unwrap_or_default();
             let identity = self.shared.tls_identity.lock().clone();
-            let verdict = auth
-                .recheck(
-                    creds.user.as_deref(),
-                    creds.pass.as_deref(),
-                    creds.token.as_deref(),
-                    identity.as_ref(),
-                )
-                .await;
-            match verdict {
+            match crate::server::check_presented(&auth, &creds, identity.as_ref()).await {
                 Ok(ok) => {
                     self.auth_gen = generation;
                     if self.shared.admitted_by(generation) {

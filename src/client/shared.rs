@@ -202,10 +202,27 @@ impl ConnShared {
         self.auth_gen.fetch_max(generation, Ordering::AcqRel) <= generation
     }
 
-    /// Does a refusing verdict of configuration `generation` apply (no
-    /// newer verdict admitted the connection)?
-    pub fn revoked_by(&self, generation: u64) -> bool {
-        self.auth_gen.load(Ordering::Acquire) <= generation
+    /// Close with `reason`, `err` (if any) being the last thing queued:
+    /// the queue is sealed right after it, so publishers neither queue nor
+    /// flush in place anything more.
+    pub fn kick(&self, reason: CloseReason, err: Option<&'static [u8]>) {
+        if let Some(err) = err {
+            self.out.push_raw(err);
+        }
+        self.out.seal();
+        self.close(reason);
+    }
+
+    /// A re-check of configuration `generation` refused the credentials:
+    /// close with 'Authorization Violation', unless a newer verdict
+    /// already admitted the connection.
+    pub fn revoke(&self, generation: u64) {
+        if self.auth_gen.load(Ordering::Acquire) <= generation {
+            self.kick(
+                CloseReason::AuthenticationViolation,
+                Some(super::conn::errors::AUTH_VIOLATION),
+            );
+        }
     }
 
     pub fn num_subs(&self) -> usize {

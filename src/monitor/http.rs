@@ -188,7 +188,7 @@ async fn authorize(
     // Monitor failures have a key of their own in the shared limiter: a
     // source guessing the monitor's credentials is refused there, and its
     // NATS clients are not (the limiter's per-(source, user) policy).
-    if limiter.is_banned_for(peer.ip(), Some(MONITOR_LIMITER_KEY)) {
+    let refuse_banned = |user: Option<&str>| {
         limiter
             .counters
             .banned_refusals
@@ -197,11 +197,15 @@ async fn authorize(
             client: peer,
             cid: None,
             method,
-            user: None,
+            user,
             result: AuditResult::Banned,
             reason: "monitor: source banned after repeated failures",
         });
-        return Access::Banned;
+        Access::Banned
+    };
+    let banned = || limiter.is_banned_for(peer.ip(), Some(MONITOR_LIMITER_KEY));
+    if banned() {
+        return refuse_banned(None);
     }
     let Some(given) = given else {
         return Access::Denied;
@@ -210,25 +214,10 @@ async fn authorize(
     // worker is free (a guess queued behind the one that got the source
     // banned runs no bcrypt), a failure is counted while the worker is
     // still held, and a match decided after a ban is refused.
-    let banned = || limiter.is_banned_for(peer.ip(), Some(MONITOR_LIMITER_KEY));
     let (outcome, user) = credentials_match(m, given.as_bytes(), auth.bcrypt_pool(), &banned).await;
     match outcome {
         Outcome::Match if !banned() => Access::Granted,
-        Outcome::Match | Outcome::Skipped => {
-            limiter
-                .counters
-                .banned_refusals
-                .fetch_add(1, Ordering::Relaxed);
-            audit(&AuditEvent {
-                client: peer,
-                cid: None,
-                method,
-                user: user.as_deref(),
-                result: AuditResult::Banned,
-                reason: "monitor: source banned after repeated failures",
-            });
-            Access::Banned
-        }
+        Outcome::Match | Outcome::Skipped => refuse_banned(user.as_deref()),
         Outcome::Mismatch(worker) => {
             limiter.record_failure_for(peer.ip(), Some(MONITOR_LIMITER_KEY));
             drop(worker);

@@ -341,7 +341,7 @@ impl Outbound {
     pub fn take(&self, into: &mut Vec<Bytes>) -> usize {
         let mut o = self.inner.lock();
         if o.direct_busy {
-            o.writer_busy = false;
+            // (An in-place flush only starts while the writer is idle.)
             return 0;
         }
         let n = Self::take_locked(&mut o, into);

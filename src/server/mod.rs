@@ -7,7 +7,7 @@ pub mod listener;
 pub mod logging;
 mod recheck;
 
-pub use recheck::pins_still_hold;
+pub use recheck::{check_presented, pins_still_hold};
 pub mod signals;
 mod supervisor;
 

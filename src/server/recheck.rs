@@ -25,7 +25,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 
 use super::ServerContext;
-use crate::auth::AuthFailure;
+use crate::auth::{AuthFailure, AuthOk, Authenticator};
 use crate::client::shared::Credentials;
 use crate::client::{ConnCtl, ConnShared};
 
@@ -78,17 +78,7 @@ pub(super) async fn recheck_clients(ctx: Arc<ServerContext>, generation: u64) {
                 identity,
                 conns,
             } = group;
-            // Not `authenticate`: a re-check is no login attempt and must
-            // not count as a failure with the limiter (or be refused by a
-            // ban).
-            let verdict = auth
-                .recheck(
-                    creds.user.as_deref(),
-                    creds.pass.as_deref(),
-                    creds.token.as_deref(),
-                    identity.as_ref(),
-                )
-                .await;
+            let verdict = check_presented(&auth, &creds, identity.as_ref()).await;
             (conns, verdict)
         }
     });
@@ -104,7 +94,7 @@ pub(super) async fn recheck_clients(ctx: Arc<ServerContext>, generation: u64) {
 fn apply(
     ctx: &ServerContext,
     conns: &[Arc<ConnShared>],
-    verdict: Result<crate::auth::AuthOk, AuthFailure>,
+    verdict: Result<AuthOk, AuthFailure>,
     generation: u64,
 ) {
     match verdict {
@@ -135,6 +125,23 @@ fn apply(
 
 fn revoke(ctx: &ServerContext, conn: &ConnShared, generation: u64) {
     ctx.control(conn.cid, ConnCtl::Revoke { generation });
+}
+
+/// Check again what a client presented at login. Not `authenticate`: a
+/// re-check is no login attempt and must not count as a failure with the
+/// limiter (or be refused by a ban).
+pub async fn check_presented(
+    auth: &Authenticator,
+    creds: &Credentials,
+    identity: Option<&crate::tls::CertIdentity>,
+) -> Result<AuthOk, AuthFailure> {
+    auth.recheck(
+        creds.user.as_deref(),
+        creds.pass.as_deref(),
+        creds.token.as_deref(),
+        identity,
+    )
+    .await
 }
 
 /// Connections that presented the same credentials, and those credentials.
