@@ -1414,6 +1414,39 @@ async fn reload_with_pinned_certs_drops_clients_whose_certificate_is_not_pinned(
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_in_flight_when_its_certificate_is_unpinned_is_closed() {
+    // The reload's scan skips clients still logging in; their login must
+    // check the pins of the configuration current when it finishes.
+    let pki = Pki::new("pin-inflight");
+    // Cost 12: the CONNECT's bcrypt runs long enough for the reload to
+    // land while it does.
+    let slow = bcrypt::hash("pw", 12).unwrap();
+    let opts_with = |pinned: Vec<String>| {
+        let mut tls = pki.verify();
+        tls.pinned_certs = pinned;
+        rnats::Options {
+            tls: Some(tls),
+            ..with_auth(single_user("a", &slow))
+        }
+    };
+    let server = start(opts_with(Vec::new())).await;
+    let addr = server.client_addr();
+    let ca = &pki.pki.ca.cert_pem;
+    let bob = pki.issue_client("bob", None, -1, 30);
+    let (_, conn) = tls_dial(addr, client_config(ca, Some(&bob), ALL_VERSIONS)).await;
+    let mut c = conn.expect("TLS handshake");
+    c.send(format!("CONNECT {}\r\nPING\r\n", connect_json("a", "pw")).as_bytes())
+        .await
+        .expect("send CONNECT");
+    let alice_pin = rnats::tls::spki_sha256_hex(&certs(&pki.pki.client.cert_pem)[0]).unwrap();
+    server.reload(opts_with(vec![alice_pin])).expect("reload");
+    let got = c.expect_closed().await;
+    assert!(got.ends_with(&format!("{AUTH_VIOLATION}\r\n")), "{got:?}");
+    assert!(!got.contains("PONG"), "{got:?}");
+    server.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // Audit trail (the real binary: the audit events go to its log file).
 

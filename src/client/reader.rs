@@ -575,19 +575,23 @@ impl Reader {
     async fn recheck_after_reload(&mut self) -> Result<(), Stop> {
         // Bounded: reloads arriving faster than this are left to the
         // re-check of the newest one, which now sees this client.
+        // The TLS handshake checked the pins of the configuration current
+        // then; a reload may have changed them since, before this client
+        // was bound and so visible to the reload's scan. Checked after
+        // binding, so a later reload's scan covers the rest.
+        if !crate::server::pins_still_hold(&self.ctx, &self.shared) {
+            tracing::info!(
+                "{} - cid:{} - disconnected after reload: certificate not pinned",
+                self.shared.peer,
+                self.shared.cid
+            );
+            self.shared.out.push_raw(errors::AUTH_VIOLATION);
+            return Err(Stop::Close(CloseReason::AuthenticationViolation));
+        }
         for _ in 0..3 {
             let (auth, generation) = self.ctx.auth_with_gen();
             if generation == self.auth_gen {
                 return Ok(());
-            }
-            if !crate::server::pins_still_hold(&self.ctx, &self.shared) {
-                tracing::info!(
-                    "{} - cid:{} - disconnected after reload: certificate not pinned",
-                    self.shared.peer,
-                    self.shared.cid
-                );
-                self.shared.out.push_raw(errors::AUTH_VIOLATION);
-                return Err(Stop::Close(CloseReason::AuthenticationViolation));
             }
             let creds = self.shared.credentials.lock().clone().unwrap_or_default();
             let identity = self.shared.tls_identity.lock().clone();
