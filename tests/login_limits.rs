@@ -20,6 +20,7 @@ fn user(name: &str, secret: &str) -> UserEntry {
         user: name.into(),
         password: Some(Secret::parse(secret).expect("secret")),
         permissions: None,
+        account: None,
     }
 }
 

@@ -13,6 +13,7 @@ fn user(name: &str, perms: Option<Permissions>) -> UserEntry {
         user: name.into(),
         password: Some(Secret::parse(name).expect("secret")),
         permissions: perms,
+        account: None,
     }
 }
 

@@ -14,6 +14,7 @@ fn with_user(perms: Option<Permissions>) -> rnats::Options {
                 user: "app".into(),
                 password: Some(Secret::parse("pw").unwrap()),
                 permissions: perms,
+                account: None,
             }],
             ..AuthConfig::default()
         },

@@ -24,6 +24,7 @@ fn user(name: &str, pass: Secret, permissions: Option<Permissions>) -> UserEntry
         user: name.into(),
         password: Some(pass),
         permissions,
+        account: None,
     }
 }
 

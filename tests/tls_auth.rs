@@ -418,6 +418,7 @@ fn user(name: &str, pass: Option<&str>, permissions: Option<Permissions>) -> Use
         user: name.into(),
         password: pass.map(secret),
         permissions,
+        account: None,
     }
 }
 

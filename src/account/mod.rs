@@ -10,12 +10,13 @@
 //! at either level carries on with every subscription intact.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rustc_hash::FxHashMap;
 
+use crate::config::accounts::AccountLimits;
 use crate::router::{Router, Shard, ShardActor, ShardMsg};
 use crate::supervision::RestartBudget;
 
@@ -26,6 +27,35 @@ pub struct Account {
     pub name: String,
     pub router: Router,
     pub connections: AtomicUsize,
+    /// `limits { ... }` of the account's configuration.
+    limits: RwLock<AccountLimits>,
+    pub stats: AccountStats,
+    /// Maps responses of service imports back across accounts (exporters
+    /// only), kept for /accountz.
+    responses: RwLock<Option<Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+/// Per-account counters (for /accountz).
+#[derive(Default)]
+pub struct AccountStats {
+    pub out_msgs: AtomicU64,
+    pub out_bytes: AtomicU64,
+    pub in_msgs: AtomicU64,
+    pub in_bytes: AtomicU64,
+    /// Connections refused by `max_connections`, subscriptions by
+    /// `max_subscriptions`, messages by `max_payload`.
+    pub refused_connections: AtomicU64,
+    pub refused_subscriptions: AtomicU64,
+    pub refused_payloads: AtomicU64,
+}
+
+impl AccountStats {
+    pub fn note_out(&self, msgs: u64, bytes: u64) {
+        if msgs > 0 {
+            self.out_msgs.fetch_add(msgs, Ordering::Relaxed);
+            self.out_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Account {
@@ -41,7 +71,41 @@ impl Account {
             name: name.to_string(),
             router: Router::new(shards),
             connections: AtomicUsize::new(0),
+            limits: RwLock::new(AccountLimits::default()),
+            stats: AccountStats::default(),
+            responses: RwLock::new(None),
         })
+    }
+
+    pub fn limits(&self) -> AccountLimits {
+        self.limits.read().clone()
+    }
+
+    pub fn set_limits(&self, limits: AccountLimits) {
+        *self.limits.write() = limits;
+    }
+
+    /// Take one connection slot, or refuse past `max_connections`.
+    pub fn try_add_connection(&self) -> bool {
+        let max = self.limits.read().max_connections;
+        let r = self
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match max {
+                Some(m) if n as u64 >= m => None,
+                _ => Some(n + 1),
+            });
+        if r.is_err() {
+            self.stats
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r.is_ok()
+    }
+
+    /// Keep the response router of this account's service exports alive
+    /// with the account.
+    pub fn set_response_router(&self, r: Arc<dyn std::any::Any + Send + Sync>) {
+        *self.responses.write() = Some(r);
     }
 
     pub fn num_connections(&self) -> usize {
@@ -79,6 +143,11 @@ impl Accounts {
             shards,
             supervisor: RwLock::new(None),
         })
+    }
+
+    /// The name an account binding resolves to (`None`: the global account).
+    pub fn name_of(name: Option<&str>) -> &str {
+        name.unwrap_or(GLOBAL_ACCOUNT)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Account>> {

@@ -65,6 +65,10 @@ pub enum AuthMethod {
     UserPassword,
     /// `verify_and_map`: the client certificate names the user.
     TlsMap,
+    /// An nkey user signed the server's nonce.
+    Nkey,
+    /// `no_auth_user`: no credentials, logged in as the configured user.
+    NoAuthUser,
 }
 
 impl AuthMethod {
@@ -75,6 +79,8 @@ impl AuthMethod {
             AuthMethod::Token => "token",
             AuthMethod::UserPassword => "user",
             AuthMethod::TlsMap => "tls-map",
+            AuthMethod::Nkey => "nkey",
+            AuthMethod::NoAuthUser => "no-auth-user",
         }
     }
 }
@@ -87,6 +93,29 @@ pub struct AuthOk {
     /// The user's permissions, else the default permissions, else none
     /// (everything allowed).
     pub permissions: Option<Arc<Permissions>>,
+    /// The user's account (None: the global account).
+    pub account: Option<String>,
+}
+
+/// What a CONNECT presented, and the nonce its INFO carried.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Presented<'a> {
+    pub user: Option<&'a str>,
+    pub pass: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub nkey: Option<&'a str>,
+    pub sig: Option<&'a str>,
+    pub jwt: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+}
+
+impl Presented<'_> {
+    /// No credentials at all (`no_auth_user` applies).
+    fn is_empty(&self) -> bool {
+        [self.user, self.pass, self.token, self.nkey, self.jwt]
+            .iter()
+            .all(|f| f.is_none_or(str::is_empty))
+    }
 }
 
 /// A refused authentication. `reason` is for the server log and audit
@@ -107,12 +136,16 @@ pub const REASON_BAD_TOKEN: &str = "wrong token";
 pub const REASON_NO_PASSWORD: &str = "user has no password (certificate login only)";
 pub const REASON_NO_CERT: &str = "no client certificate";
 pub const REASON_CERT_UNMAPPED: &str = "certificate maps to no user";
+pub const REASON_UNKNOWN_NKEY: &str = "unknown nkey";
+pub const REASON_BAD_SIGNATURE: &str = "nkey signature not verified";
+pub const REASON_NO_SIGNATURE: &str = "signature missing";
 
 #[derive(Debug)]
 struct User {
     name: String,
     password: Option<Secret>,
     permissions: Option<Arc<Permissions>>,
+    account: Option<String>,
 }
 
 #[derive(Debug)]
@@ -128,6 +161,10 @@ enum Mode {
 pub struct Authenticator {
     mode: Mode,
     tls_map: bool,
+    /// nkey users by public key (beside `Mode::Users`).
+    nkeys: HashMap<String, User>,
+    /// `no_auth_user`: a name in `Mode::Users` or a key in `nkeys`.
+    no_auth_user: Option<String>,
     /// Shared with the authenticators of later reloads while the number of
     /// workers stays, so a reload never doubles the bound.
     pool: Arc<BcryptPool>,
@@ -194,14 +231,16 @@ impl Authenticator {
                 name: u.clone(),
                 password: cfg.password.clone(),
                 permissions: default_perms.clone(),
+                account: None,
             })
-        } else if !cfg.users.is_empty() {
+        } else if !cfg.users.is_empty() || !cfg.nkeys.is_empty() {
             let mut map = HashMap::new();
             for u in &cfg.users {
                 let user = User {
                     name: u.user.clone(),
                     password: u.password.clone(),
                     permissions: perms(&u.permissions),
+                    account: u.account.clone(),
                 };
                 if map.insert(u.user.clone(), user).is_some() {
                     return Err(format!("duplicate user \"{}\"", u.user));
@@ -223,9 +262,23 @@ impl Authenticator {
             Mode::Open | Mode::Token(_) => Vec::new(),
         };
         costs.sort_unstable();
+        let mut nkeys = HashMap::new();
+        for n in &cfg.nkeys {
+            let user = User {
+                name: n.nkey.clone(),
+                password: None,
+                permissions: perms(&n.permissions),
+                account: n.account.clone(),
+            };
+            if nkeys.insert(n.nkey.clone(), user).is_some() {
+                return Err(format!("Duplicate nkey \"{}\" detected", n.nkey));
+            }
+        }
         Ok(Authenticator {
             mode,
             tls_map,
+            nkeys,
+            no_auth_user: cfg.no_auth_user.clone(),
             pool,
             costs,
             picker: Default::default(),
@@ -238,7 +291,7 @@ impl Authenticator {
     pub fn from_options(opts: &crate::config::Options) -> Result<Authenticator, String> {
         let limiter = Arc::new(FailureLimiter::new(&opts.auth_limits));
         Self::new(
-            &opts.auth,
+            &opts.effective_auth(),
             Self::tls_map_of(opts),
             limiter,
             opts.auth_limits.bcrypt_workers,
@@ -263,7 +316,7 @@ impl Authenticator {
             Arc::new(BcryptPool::new(workers))
         };
         let a = Self::with_pool(
-            &opts.auth,
+            &opts.effective_auth(),
             Self::tls_map_of(opts),
             previous.limiter.clone(),
             pool,
@@ -280,6 +333,11 @@ impl Authenticator {
     /// Must clients authenticate (INFO `auth_required`)?
     pub fn auth_required(&self) -> bool {
         !matches!(self.mode, Mode::Open)
+    }
+
+    /// Does INFO carry a nonce for clients to sign (nkey users exist)?
+    pub fn needs_nonce(&self) -> bool {
+        !self.nkeys.is_empty()
     }
 
     pub fn limiter(&self) -> &Arc<FailureLimiter> {
@@ -351,14 +409,33 @@ impl Authenticator {
         token: Option<&str>,
         tls_identity: Option<&CertIdentity>,
     ) -> Result<AuthOk, AuthFailure> {
+        let p = Presented {
+            user,
+            pass,
+            token,
+            ..Presented::default()
+        };
+        self.login(peer, &p, tls_identity).await
+    }
+
+    /// [`authenticate`](Self::authenticate) with everything a CONNECT can
+    /// present (nkey and signature included).
+    pub async fn login(
+        &self,
+        peer: IpAddr,
+        p: &Presented<'_>,
+        tls_identity: Option<&CertIdentity>,
+    ) -> Result<AuthOk, AuthFailure> {
+        let user = p.user;
         if !self.auth_required() {
             return Ok(AuthOk {
                 user: None,
                 method: AuthMethod::None,
                 permissions: None,
+                account: None,
             });
         }
-        let method = self.method();
+        let method = self.method_for(p);
         let fail = |reason: &'static str| AuthFailure {
             reason,
             method,
@@ -377,9 +454,7 @@ impl Authenticator {
         let record = || {
             limiter.record_failure_for(peer, target);
         };
-        let result = self
-            .check(user, pass, token, tls_identity, &gate, &record)
-            .await;
+        let result = self.check(p, tls_identity, &gate, &record).await;
         pending.decided = true;
         match result {
             // A source banned while this check queued or ran: its guess
@@ -435,15 +510,12 @@ impl Authenticator {
     /// [`authenticate`]: Self::authenticate
     pub async fn recheck(
         &self,
-        user: Option<&str>,
-        pass: Option<&str>,
-        token: Option<&str>,
+        p: &Presented<'_>,
         tls_identity: Option<&CertIdentity>,
     ) -> Result<AuthOk, AuthFailure> {
-        let method = self.method();
-        let failure_user = user.map(str::to_string);
-        let user = user.filter(|u| !u.is_empty());
-        self.check(user, pass, token, tls_identity, &|| true, &|| {})
+        let method = self.method_for(p);
+        let failure_user = p.user.map(str::to_string);
+        self.check(p, tls_identity, &|| true, &|| {})
             .await
             .map_err(|r| AuthFailure {
                 reason: r.reason,
@@ -458,18 +530,38 @@ impl Authenticator {
     /// next queued check's `gate` already sees it.
     async fn check(
         &self,
-        user: Option<&str>,
-        pass: Option<&str>,
-        token: Option<&str>,
+        p: &Presented<'_>,
         tls_identity: Option<&CertIdentity>,
         gate: &(dyn Fn() -> bool + Sync),
         record: &(dyn Fn() + Sync),
     ) -> Result<AuthOk, Refusal> {
+        let user = p.user.filter(|u| !u.is_empty());
+        let (pass, token) = (p.pass, p.token);
+        if let Some(name) = &self.no_auth_user
+            && p.is_empty()
+            && !self.tls_map
+        {
+            let u = self
+                .nkeys
+                .get(name)
+                .or_else(|| match &self.mode {
+                    Mode::Users(m) => m.get(name),
+                    _ => None,
+                })
+                .ok_or(REASON_MISSING)?;
+            return Ok(self.ok_user(u, AuthMethod::NoAuthUser));
+        }
+        if let Some(key) = p.nkey.filter(|k| !k.is_empty())
+            && !self.nkeys.is_empty()
+        {
+            return self.check_nkey(key, p).map_err(Refusal::from);
+        }
         match &self.mode {
             Mode::Open => Ok(AuthOk {
                 user: None,
                 method: AuthMethod::None,
                 permissions: None,
+                account: None,
             }),
             Mode::Token(secret) => {
                 let given = token.filter(|t| !t.is_empty()).ok_or(REASON_MISSING)?;
@@ -482,6 +574,7 @@ impl Authenticator {
                         user: None,
                         method: AuthMethod::Token,
                         permissions: None,
+                        account: None,
                     });
                 }
                 record();
@@ -566,7 +659,47 @@ impl Authenticator {
             user: Some(u.name.clone()),
             method,
             permissions: u.permissions.clone(),
+            account: u.account.clone(),
         }
+    }
+
+    /// An nkey login: the key must be a configured user and `sig` its
+    /// Ed25519 signature of this connection's nonce (base64url, standard
+    /// base64 accepted, as nats-server does).
+    fn check_nkey(&self, key: &str, p: &Presented<'_>) -> Result<AuthOk, &'static str> {
+        let u = self.nkeys.get(key).ok_or(REASON_UNKNOWN_NKEY)?;
+        let nonce = p.nonce.ok_or(REASON_BAD_SIGNATURE)?;
+        let sig = p.sig.filter(|s| !s.is_empty()).ok_or(REASON_NO_SIGNATURE)?;
+        if !verify_nonce_signature(key, nonce.as_bytes(), sig) {
+            return Err(REASON_BAD_SIGNATURE);
+        }
+        Ok(self.ok_user(u, AuthMethod::Nkey))
+    }
+
+    fn method_for(&self, p: &Presented<'_>) -> AuthMethod {
+        if p.nkey.is_some_and(|k| !k.is_empty()) && !self.nkeys.is_empty() {
+            AuthMethod::Nkey
+        } else if self.no_auth_user.is_some() && p.is_empty() && !self.tls_map {
+            AuthMethod::NoAuthUser
+        } else {
+            self.method()
+        }
+    }
+}
+
+/// Does `sig` (base64url or standard base64) verify as `key`'s Ed25519
+/// signature of `data`?
+pub fn verify_nonce_signature(key: &str, data: &[u8], sig: &str) -> bool {
+    let decoded = data_encoding::BASE64URL_NOPAD
+        .decode(sig.as_bytes())
+        .or_else(|_| data_encoding::BASE64.decode(sig.as_bytes()))
+        .or_else(|_| data_encoding::BASE64URL.decode(sig.as_bytes()));
+    let Ok(sig) = decoded else {
+        return false;
+    };
+    match nkeys::KeyPair::from_public_key(key) {
+        Ok(kp) => kp.verify(data, &sig).is_ok(),
+        Err(_) => false,
     }
 }
 

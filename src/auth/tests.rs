@@ -35,6 +35,7 @@ fn user(name: &str, pw: Option<Secret>, perms: Option<Permissions>) -> UserEntry
         user: name.into(),
         password: pw,
         permissions: perms,
+        account: None,
     }
 }
 

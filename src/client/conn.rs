@@ -214,6 +214,8 @@ pub mod errors {
     /// rnats-specific: `auth_limits.max_conn_rate` (off by default).
     pub const RATE_LIMITED: &[u8] = b"-ERR 'Connection Rate Limit Exceeded'\r\n";
     pub const MAX_SUBSCRIPTIONS: &[u8] = b"-ERR 'maximum subscriptions exceeded'\r\n";
+    pub const MAX_ACCOUNT_CONNECTIONS: &[u8] =
+        b"-ERR 'maximum account active connections exceeded'\r\n";
     pub const AUTH_VIOLATION: &[u8] = b"-ERR 'Authorization Violation'\r\n";
     pub const AUTH_TIMEOUT: &[u8] = b"-ERR 'Authentication Timeout'\r\n";
     pub const AUTH_EXPIRED: &[u8] = b"-ERR 'User Authentication Expired'\r\n";

@@ -452,6 +452,10 @@ impl Reader {
                 user: opts.user.clone(),
                 pass: opts.pass.clone(),
                 token: opts.auth_token.clone(),
+                nkey: opts.nkey.clone(),
+                sig: opts.sig.clone(),
+                nonce: self.shared.nonce.get().cloned(),
+                jwt: opts.jwt.clone(),
             });
             self.bind(account_name.as_deref()).await?;
             self.shared.admitted_by(self.auth_gen);
@@ -480,7 +484,38 @@ impl Reader {
         }
         match self.ctx.accounts.bind(name).await {
             Ok(a) => {
-                self.account = Some(self.shared.bind_account(a));
+                let Some(a) = self.shared.try_bind_account(a.clone()) else {
+                    tracing::error!(
+                        "{} - cid:{} - maximum account active connections exceeded (account {})",
+                        self.shared.peer,
+                        self.shared.cid,
+                        a.name
+                    );
+                    self.shared.out.push_raw(errors::MAX_ACCOUNT_CONNECTIONS);
+                    return Err(Stop::Close(CloseReason::MaxAccountConnectionsExceeded));
+                };
+                // The account's limits narrow the server's, per connection,
+                // as in nats-server.
+                let limits = a.limits();
+                let opts = self.ctx.opts();
+                if let Some(m) = limits.max_subscriptions {
+                    let m = usize::try_from(m).unwrap_or(usize::MAX);
+                    self.max_subs = if self.max_subs == 0 {
+                        m
+                    } else {
+                        self.max_subs.min(m)
+                    };
+                }
+                if let Some(m) = limits.max_payload {
+                    let m = usize::try_from(m)
+                        .unwrap_or(usize::MAX)
+                        .min(opts.max_payload);
+                    self.parser.set_limits(Limits {
+                        max_control_line: opts.max_control_line,
+                        max_payload: m,
+                    });
+                }
+                self.account = Some(a);
                 Ok(())
             }
             Err(e) => {
@@ -515,13 +550,17 @@ impl Reader {
         self.auth_gen = auth_gen;
         let identity = self.shared.tls_identity.lock().clone();
         let peer = self.shared.peer;
-        let check = auth.authenticate(
-            peer.ip(),
-            opts.user.as_deref(),
-            opts.pass.as_deref(),
-            opts.auth_token.as_deref(),
-            identity.as_ref(),
-        );
+        let nonce = self.shared.nonce.get().cloned();
+        let presented = crate::auth::Presented {
+            user: opts.user.as_deref(),
+            pass: opts.pass.as_deref(),
+            token: opts.auth_token.as_deref(),
+            nkey: opts.nkey.as_deref(),
+            sig: opts.sig.as_deref(),
+            jwt: opts.jwt.as_deref(),
+            nonce: nonce.as_deref(),
+        };
+        let check = auth.login(peer.ip(), &presented, identity.as_ref());
         tokio::pin!(check);
         let closing = self.shared.closing.clone();
         let result = loop {
@@ -553,8 +592,7 @@ impl Reader {
             Ok(ok) => {
                 self.set_permissions(ok.permissions);
                 self.shared.meta.lock().user = ok.user;
-                // Users live in the default account until accounts land.
-                Ok(None)
+                Ok(ok.account)
             }
             Err(f) => {
                 tracing::error!(
@@ -596,6 +634,15 @@ impl Reader {
             let creds = self.shared.credentials.lock().clone().unwrap_or_default();
             let identity = self.shared.tls_identity.lock().clone();
             match crate::server::check_presented(&auth, &creds, identity.as_ref()).await {
+                Ok(ok) if crate::server::moved_account(&self.shared, &ok) => {
+                    tracing::info!(
+                        "{} - cid:{} - disconnected after reload: user moved to another account",
+                        self.shared.peer,
+                        self.shared.cid
+                    );
+                    self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                    return Err(Stop::Close(CloseReason::AuthenticationViolation));
+                }
                 Ok(ok) => {
                     self.auth_gen = generation;
                     if self.shared.admitted_by(generation) {

@@ -21,6 +21,27 @@ pub struct Credentials {
     pub user: Option<String>,
     pub pass: Option<String>,
     pub token: Option<String>,
+    /// nkey logins: the key, its signature and the nonce it signed (a
+    /// re-check verifies the signature again).
+    pub nkey: Option<String>,
+    pub sig: Option<String>,
+    pub nonce: Option<String>,
+    pub jwt: Option<String>,
+}
+
+impl Credentials {
+    /// As an authenticator takes them.
+    pub fn presented(&self) -> crate::auth::Presented<'_> {
+        crate::auth::Presented {
+            user: self.user.as_deref(),
+            pass: self.pass.as_deref(),
+            token: self.token.as_deref(),
+            nkey: self.nkey.as_deref(),
+            sig: self.sig.as_deref(),
+            jwt: self.jwt.as_deref(),
+            nonce: self.nonce.as_deref(),
+        }
+    }
 }
 
 impl Credentials {
@@ -77,6 +98,8 @@ pub struct ConnShared {
     /// configuration reload can check them again and drop the client if
     /// they are no longer valid (as nats-server does).
     pub credentials: Mutex<Option<Credentials>>,
+    /// The nonce this connection's INFO carried (nkey and JWT logins sign it).
+    pub nonce: OnceLock<String>,
     /// SHA-256 of the client certificate's public key (TLS with a client
     /// certificate), for re-checking `pinned_certs` on reload.
     pub tls_fingerprint: Mutex<Option<String>>,
@@ -121,6 +144,7 @@ impl ConnShared {
             tls_identity: Mutex::new(None),
             credentials: Mutex::new(None),
             tls_fingerprint: Mutex::new(None),
+            nonce: OnceLock::new(),
             auth_gen: AtomicU64::new(0),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
@@ -144,6 +168,26 @@ impl ConnShared {
             account
         });
         bound.clone()
+    }
+
+    /// Bind to `account` if its `max_connections` leaves room (None when
+    /// it does not). A connection already bound keeps its account.
+    pub fn try_bind_account(&self, account: Arc<Account>) -> Option<Arc<Account>> {
+        if let Some(a) = self.account.get() {
+            return Some(a.clone());
+        }
+        if !account.try_add_connection() {
+            return None;
+        }
+        let mut fresh = false;
+        let bound = self.account.get_or_init(|| {
+            fresh = true;
+            account.clone()
+        });
+        if !fresh {
+            account.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(bound.clone())
     }
 
     /// The account's connection count goes down (once, at final bookkeeping).
@@ -237,11 +281,10 @@ mod tests {
 
     #[test]
     fn credentials_wipe_their_secrets() {
-        let mut c = Credentials {
-            user: Some("u".into()),
-            pass: Some("hunter2".into()),
-            token: Some("s3cr3t".into()),
-        };
+        let mut c = Credentials::default();
+        c.user = Some("u".into());
+        c.pass = Some("hunter2".into());
+        c.token = Some("s3cr3t".into());
         let copy = c.clone();
         c.wipe();
         assert_eq!(c.pass, None);

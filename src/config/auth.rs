@@ -62,6 +62,29 @@ pub struct UserEntry {
     /// `None` for users that only log in through `verify_and_map`.
     pub password: Option<Secret>,
     pub permissions: Option<Permissions>,
+    /// The account the user belongs to (`None`: the global account).
+    pub account: Option<String>,
+}
+
+/// One nkey user: `{nkey: U..., permissions: ...}`. The client proves it
+/// holds the key by signing the nonce of the server's INFO.
+#[derive(Clone, Debug)]
+pub struct NkeyEntry {
+    /// The user's public key (`U...`).
+    pub nkey: String,
+    pub permissions: Option<Permissions>,
+    pub account: Option<String>,
+}
+
+/// A `users` entry: a named user or an nkey user.
+pub enum UserOrNkey {
+    User(UserEntry),
+    Nkey(NkeyEntry),
+}
+
+/// Is `key` a valid public user nkey (`U...`, right length and checksum)?
+pub fn is_user_nkey(key: &str) -> bool {
+    key.starts_with('U') && nkeys::KeyPair::from_public_key(key).is_ok()
 }
 
 /// Static authentication settings.
@@ -74,14 +97,22 @@ pub struct AuthConfig {
     /// `timeout` from the block (also applied to `Options::auth_timeout`).
     pub timeout: Option<Duration>,
     pub users: Vec<UserEntry>,
+    /// Users that log in with an nkey.
+    pub nkeys: Vec<NkeyEntry>,
     /// Permissions for users that have none of their own.
     pub default_permissions: Option<Permissions>,
+    /// `no_auth_user` (top level): the user a client that presents no
+    /// credentials at all logs in as.
+    pub no_auth_user: Option<String>,
 }
 
 impl AuthConfig {
     /// Is any authentication configured?
     pub fn is_enabled(&self) -> bool {
-        self.user.is_some() || self.token.is_some() || !self.users.is_empty()
+        self.user.is_some()
+            || self.token.is_some()
+            || !self.users.is_empty()
+            || !self.nkeys.is_empty()
     }
 
     /// From `--user`, `--pass` and `--auth` (each may be a bcrypt hash).
@@ -116,7 +147,7 @@ impl AuthConfig {
         if self.token.is_some() && self.user.is_some() {
             return Err("cannot have a token together with a user and password".into());
         }
-        if !self.users.is_empty() {
+        if !self.users.is_empty() || !self.nkeys.is_empty() {
             if self.token.is_some() {
                 return Err("cannot have a token and a users array".into());
             }
@@ -130,7 +161,28 @@ impl AuthConfig {
                 return Err("user with an empty name in users".into());
             }
             if !seen.insert(u.user.as_str()) {
-                return Err(format!("duplicate user \"{}\"", u.user));
+                return Err(format!("Duplicate user \"{}\" detected", u.user));
+            }
+        }
+        for n in &self.nkeys {
+            if !is_user_nkey(&n.nkey) {
+                return Err("Not a valid public nkey for a user".into());
+            }
+            if !seen.insert(n.nkey.as_str()) {
+                return Err(format!("Duplicate nkey \"{}\" detected", n.nkey));
+            }
+        }
+        if let Some(name) = &self.no_auth_user {
+            if self.users.is_empty() && self.nkeys.is_empty() {
+                return Err(format!(
+                    "no_auth_user: \"{name}\" present, but users/nkeys are not defined"
+                ));
+            }
+            if !seen.contains(name.as_str()) {
+                return Err(format!(
+                    "no_auth_user: \"{name}\" not present as user or nkey in authorization \
+                     block or account configuration"
+                ));
             }
         }
         Ok(())
@@ -176,13 +228,16 @@ impl AuthConfig {
                         .as_array()
                         .ok_or_else(|| conf::err(val, "\"users\" expects an array"))?;
                     for item in items {
-                        cfg.users.push(parse_user(item, cx)?);
+                        match parse_user(item, cx)? {
+                            UserOrNkey::User(u) => cfg.users.push(u),
+                            UserOrNkey::Nkey(n) => cfg.nkeys.push(n),
+                        }
                     }
                 }
                 "default_permissions" | "default_permission" | "permissions" => {
                     cfg.default_permissions = Some(permissions_in(val, cx)?);
                 }
-                "auth_callout" | "nkey" | "nkeys" | "accounts" => {
+                "auth_callout" | "nkeys" | "accounts" => {
                     return Err(conf::err(
                         val,
                         format!("\"{k}\" in authorization is not supported by rnats"),
@@ -201,8 +256,10 @@ fn secret(v: &Spanned, key: &str) -> Result<Secret, ConfigError> {
     Secret::parse(&conf::string(v, key)?).map_err(|m| conf::err(v, format!("\"{key}\": {m}")))
 }
 
-fn parse_user(v: &Spanned, cx: &mut Context) -> Result<UserEntry, ConfigError> {
+/// One entry of a `users` list (in `authorization` or in an account).
+pub(crate) fn parse_user(v: &Spanned, cx: &mut Context) -> Result<UserOrNkey, ConfigError> {
     let map = conf::map(v, "a users entry")?;
+    let mut nkey = None;
     let mut user = None;
     let mut password = None;
     let mut permissions = None;
@@ -229,23 +286,35 @@ fn parse_user(v: &Spanned, cx: &mut Context) -> Result<UserEntry, ConfigError> {
                     "allowed_connection_types ignored (rnats only has standard connections)",
                 );
             }
-            "nkey" | "account" => {
-                return Err(conf::err(
-                    val,
-                    format!("\"{k}\" in a users entry is not supported by rnats"),
-                ));
-            }
+            "nkey" => nkey = Some((conf::string(val, &lk)?, val)),
             _ => cx.unknown(Some("users entry"), k, val)?,
         }
+    }
+    if let Some((nkey, at)) = nkey {
+        if user.is_some() || password.is_some() {
+            return Err(conf::err(
+                v,
+                "Nkey users do not take usernames or passwords",
+            ));
+        }
+        if !is_user_nkey(&nkey) {
+            return Err(conf::err(at, "Not a valid public nkey for a user"));
+        }
+        return Ok(UserOrNkey::Nkey(NkeyEntry {
+            nkey,
+            permissions,
+            account: None,
+        }));
     }
     let user = user
         .filter(|u| !u.is_empty())
         .ok_or_else(|| conf::err(v, "users entry needs a \"user\""))?;
-    Ok(UserEntry {
+    Ok(UserOrNkey::User(UserEntry {
         user,
         password,
         permissions,
-    })
+        account: None,
+    }))
 }
 
 /// `permissions: { publish: ..., subscribe: ..., allow_responses: ... }`,
@@ -254,7 +323,7 @@ pub fn parse_permissions(v: &Spanned) -> Result<Permissions, ConfigError> {
     permissions_in(v, &mut Context::default())
 }
 
-fn permissions_in(v: &Spanned, cx: &mut Context) -> Result<Permissions, ConfigError> {
+pub(crate) fn permissions_in(v: &Spanned, cx: &mut Context) -> Result<Permissions, ConfigError> {
     let map = conf::map(v, "permissions")?;
     let mut p = Permissions::default();
     for (k, val) in map {
@@ -607,13 +676,13 @@ mod tests {
             map(vec![("user", s("a")), ("password", s("b"))]),
             map(vec![("user", s("a")), ("password", s("c"))]),
         ]);
-        assert!(bad(vec![("users", dup)]).contains("duplicate user \"a\""));
+        assert!(bad(vec![("users", dup)]).contains("Duplicate user \"a\""));
         assert!(bad(vec![("bogus", i(1))]).contains("unknown field \"bogus\""));
         assert!(bad(vec![("auth_callout", map(vec![]))]).contains("not supported"));
         assert!(bad(vec![("token", s("$2a$11$short"))]).contains("malformed bcrypt"));
         assert!(bad(vec![("token", s(""))]).contains("empty"));
         let nkey = arr(vec![map(vec![("nkey", s("UABC"))])]);
-        assert!(bad(vec![("users", nkey)]).contains("not supported"));
+        assert!(bad(vec![("users", nkey)]).contains("Not a valid public nkey"));
         let bad_subject = arr(vec![map(vec![
             ("user", s("a")),
             ("password", s("b")),

@@ -9,6 +9,7 @@
 //! This module is plain data and parsing: it depends on neither
 //! `crate::auth` nor `crate::tls` (they depend on it).
 
+pub mod accounts;
 pub mod auth;
 pub mod keys;
 mod monitor;
@@ -21,6 +22,7 @@ pub mod value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use accounts::AccountConfig;
 pub use auth::{AuthConfig, AuthLimits};
 pub use monitor::MonitorAuth;
 pub use parser::ConfigError;
@@ -98,6 +100,12 @@ pub struct Options {
     pub warnings: Vec<String>,
     /// The `authorization` block (or `--user`/`--pass`/`--auth`).
     pub auth: AuthConfig,
+    /// The `accounts` block (their users log in beside `auth`'s).
+    pub accounts: Vec<AccountConfig>,
+    /// `no_auth_user`: who a client without credentials logs in as.
+    pub no_auth_user: Option<String>,
+    /// `system_account` (default `$SYS`).
+    pub system_account: Option<String>,
     /// The `tls` block (or the `--tls*` flags); `None` means plain TCP.
     pub tls: Option<TlsOptions>,
     /// rnats's `auth_limits` block: failed-login bans and connection rate.
@@ -137,6 +145,9 @@ impl Default for Options {
             monitor_auth: None,
             warnings: Vec::new(),
             auth: AuthConfig::default(),
+            accounts: Vec::new(),
+            no_auth_user: None,
+            system_account: None,
             tls: None,
             auth_limits: AuthLimits::default(),
             positions: Positions::default(),
@@ -312,6 +323,18 @@ impl Options {
                 }
                 self.auth = auth;
             }
+            "accounts" => {
+                cx.record("accounts", v);
+                self.accounts = accounts::parse_accounts(v, cx)?;
+            }
+            "no_auth_user" => {
+                cx.record("no_auth_user", v);
+                self.no_auth_user = Some(conf::string(v, &k)?);
+            }
+            "system_account" | "system" => {
+                cx.record("system_account", v);
+                self.system_account = Some(conf::string(v, &k)?);
+            }
             "tls" => {
                 cx.record("tls", v);
                 self.tls = Some(TlsOptions::parse_block(v, cx)?);
@@ -338,6 +361,41 @@ impl Options {
             },
         }
         Ok(())
+    }
+
+    /// Every user the server knows: the `authorization` block's (in the
+    /// global account) and each account's, with `no_auth_user`. Users with
+    /// no permissions of their own get their account's default
+    /// permissions (applied when parsed), else the `authorization`
+    /// block's.
+    pub fn effective_auth(&self) -> AuthConfig {
+        let mut cfg = self.auth.clone();
+        let default = cfg.default_permissions.clone();
+        for a in &self.accounts {
+            for u in &a.users {
+                let mut u = u.clone();
+                if u.permissions.is_none() {
+                    u.permissions = default.clone();
+                }
+                cfg.users.push(u);
+            }
+            for n in &a.nkeys {
+                let mut n = n.clone();
+                if n.permissions.is_none() {
+                    n.permissions = default.clone();
+                }
+                cfg.nkeys.push(n);
+            }
+        }
+        cfg.no_auth_user = self.no_auth_user.clone();
+        cfg
+    }
+
+    /// The system account's name.
+    pub fn system_account(&self) -> &str {
+        self.system_account
+            .as_deref()
+            .unwrap_or(accounts::DEFAULT_SYSTEM_ACCOUNT)
     }
 
     /// The configuration file's name, for errors that have no position.

@@ -61,13 +61,7 @@ fn unimplemented_nats_server_features_are_errors() {
         ("operator: \"./op.jwt\"\n", "operator"),
         ("resolver: MEMORY\n", "resolver"),
         ("resolver_preload: { A: b }\n", "resolver_preload"),
-        (
-            "accounts { A { users [ {user: a, password: b} ] } }\n",
-            "accounts",
-        ),
         ("cluster { port: 6222 }\n", "cluster"),
-        ("system_account: SYS\n", "system_account"),
-        ("no_auth_user: bob\n", "no_auth_user"),
         ("leafnodes { port: 7422 }\n", "leafnodes"),
         ("gateway { name: a }\n", "gateway"),
         ("websocket { port: 8080 }\n", "websocket"),

@@ -107,6 +107,29 @@ impl Options {
         self.auth
             .check()
             .map_err(|m| self.error_at("authorization", format!("authorization: {m}")))?;
+        let account_users = self
+            .accounts
+            .iter()
+            .any(|a| !a.users.is_empty() || !a.nkeys.is_empty());
+        if account_users && self.auth.user.is_some() {
+            return Err(self.error_at(
+                "accounts",
+                "Can not have a single user/pass and accounts".into(),
+            ));
+        }
+        if account_users && self.auth.token.is_some() {
+            return Err(self.error_at("accounts", "Can not have a token and accounts".into()));
+        }
+        super::accounts::check_accounts(&self.accounts, self.system_account.as_deref())
+            .map_err(|m| self.error_at("accounts", m))?;
+        let key = if self.no_auth_user.is_some() {
+            "no_auth_user"
+        } else {
+            "accounts"
+        };
+        self.effective_auth()
+            .check()
+            .map_err(|m| self.error_at(key, m))?;
         self.auth_limits
             .check()
             .map_err(|m| self.error_at("auth_limits", m))?;
@@ -165,6 +188,36 @@ impl Options {
         let (old_ca, new_ca) = (ca(self), ca(new));
         if old_ca != new_ca {
             return unsupported("monitor_auth.ca_file", &old_ca, &new_ca);
+        }
+        // Users and permissions reload; the accounts, their exports,
+        // imports and limits are fixed at start.
+        let shape = |o: &Options| {
+            let mut v: Vec<_> = o
+                .accounts
+                .iter()
+                .map(|a| {
+                    (
+                        a.name.clone(),
+                        format!("{:?} {:?} {:?}", a.exports, a.imports, a.limits),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        if shape(self) != shape(new) {
+            return Err(
+                "config reload not supported for accounts: their exports, imports and \
+                 limits are fixed at start (users and permissions may change)"
+                    .into(),
+            );
+        }
+        if self.system_account() != new.system_account() {
+            return unsupported(
+                "SystemAccount",
+                &self.system_account(),
+                &new.system_account(),
+            );
         }
         Ok(())
     }

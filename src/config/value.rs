@@ -87,6 +87,11 @@ impl Context {
 
     /// A key nobody knows: an error worded like nats-server's (`unknown
     /// field "x"`), unless the key is a variable some `$x` used.
+    /// Is `v` a top-level entry that only served as a `$variable`?
+    pub fn is_variable(&self, v: &Spanned) -> bool {
+        self.used_vars.contains(&v.pos)
+    }
+
     pub fn unknown(&self, block: Option<&str>, key: &str, v: &Spanned) -> Result<(), ConfigError> {
         if self.used_vars.contains(&v.pos) {
             return Ok(());

@@ -18,6 +18,8 @@
 //! of PUBs read in one go costs one wake-up per subscriber and one update
 //! of the server's counters (nats-server's "pcd" idea).
 
+pub mod imports;
+
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};

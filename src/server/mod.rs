@@ -7,7 +7,7 @@ pub mod listener;
 pub mod logging;
 mod recheck;
 
-pub use recheck::{check_presented, pins_still_hold};
+pub use recheck::{check_presented, moved_account, pins_still_hold};
 pub mod signals;
 mod supervisor;
 
@@ -162,7 +162,13 @@ impl ServerContext {
 
     /// The INFO line for a new client connection.
     pub fn client_info_line(&self, conn: &ConnShared) -> Vec<u8> {
-        self.client_info_line_for(Some(conn.cid), &conn.peer)
+        let mut info = self.info();
+        info.client_id = Some(conn.cid);
+        info.client_ip = Some(conn.peer.ip().to_string());
+        if self.auth().needs_nonce() {
+            info.nonce = Some(conn.nonce.get_or_init(new_nonce).clone());
+        }
+        info.to_line()
     }
 
     pub fn client_info_line_for(&self, cid: Option<u64>, peer: &SocketAddr) -> Vec<u8> {
@@ -240,15 +246,24 @@ impl ServerContext {
     }
 }
 
-/// A 56-character id in the style of nats-server's (an NKey-like "N..." string).
-fn new_server_id() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut id = String::with_capacity(56);
-    id.push('N');
-    for _ in 0..55 {
-        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
+/// A fresh nonce for a client to sign: 11 random bytes in base64url, as
+/// nats-server makes them.
+fn new_nonce() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 11];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // The system RNG failing is not survivable for a security nonce;
+        // fall back to fastrand's 64-bit seed only to keep serving (every
+        // signature is still checked against this value).
+        b.iter_mut().for_each(|x| *x = fastrand::u8(..));
     }
-    id
+    data_encoding::BASE64URL_NOPAD.encode(&b)
+}
+
+/// The server's identity is an NKey, as in nats-server: `server_id` is
+/// the public key of a server key pair made at start ("N...").
+fn new_server_id() -> String {
+    nkeys::KeyPair::new_server().public_key()
 }
 
 /// A running server.
@@ -398,7 +413,7 @@ impl Server {
         for w in &opts.warnings {
             tracing::warn!("{w}");
         }
-        for w in crate::auth::plaintext_warnings(&opts.auth) {
+        for w in crate::auth::plaintext_warnings(&opts.effective_auth()) {
             tracing::warn!("{w}");
         }
         if ctx.tls().is_some() {
@@ -413,6 +428,12 @@ impl Server {
         let (supervisor, handle) = Actor::spawn(None, ServerSupervisor, args)
             .await
             .map_err(|e| StartError(format!("could not start supervisor: {e}")))?;
+        // Accounts, their limits and imports, before the server says it
+        // is ready.
+        if let Err(e) = crate::deliver::imports::install(&ctx.accounts, &opts.accounts).await {
+            supervisor.stop(None);
+            return Err(StartError(format!("accounts configuration error: {e}")));
+        }
         if let Some(a) = http_addr {
             tracing::info!("Starting http monitor on {}", a);
         }
@@ -458,7 +479,7 @@ impl Server {
         // Last, as it applies the new limits to the limiter it carries over
         // (bans, failure counts and the rate bucket survive a reload).
         let auth = Authenticator::reloaded(&opts, &self.ctx.auth())?;
-        for w in crate::auth::plaintext_warnings(&opts.auth) {
+        for w in crate::auth::plaintext_warnings(&opts.effective_auth()) {
             tracing::warn!("{w}");
         }
         let generation = self.ctx.replace_config(opts, auth, tls);

@@ -100,6 +100,15 @@ fn apply(
     match verdict {
         Ok(ok) => {
             for conn in conns {
+                if moved_account(conn, &ok) {
+                    tracing::info!(
+                        "{} - cid:{} - disconnected after reload: user moved to another account",
+                        conn.peer,
+                        conn.cid
+                    );
+                    revoke(ctx, conn, generation);
+                    continue;
+                }
                 ctx.control(
                     conn.cid,
                     ConnCtl::Permissions {
@@ -123,6 +132,13 @@ fn apply(
     }
 }
 
+/// Does the verdict put the user in another account than the one the
+/// connection is bound to? (Its subscriptions live in the old one.)
+pub fn moved_account(conn: &ConnShared, ok: &AuthOk) -> bool {
+    conn.account()
+        .is_some_and(|a| a.name != crate::account::Accounts::name_of(ok.account.as_deref()))
+}
+
 fn revoke(ctx: &ServerContext, conn: &ConnShared, generation: u64) {
     ctx.control(conn.cid, ConnCtl::Revoke { generation });
 }
@@ -135,13 +151,7 @@ pub async fn check_presented(
     creds: &Credentials,
     identity: Option<&crate::tls::CertIdentity>,
 ) -> Result<AuthOk, AuthFailure> {
-    auth.recheck(
-        creds.user.as_deref(),
-        creds.pass.as_deref(),
-        creds.token.as_deref(),
-        identity,
-    )
-    .await
+    auth.recheck(&creds.presented(), identity).await
 }
 
 /// Connections that presented the same credentials, and those credentials.
@@ -180,6 +190,10 @@ fn credential_key(creds: &Credentials, identity: Option<&crate::tls::CertIdentit
     field(creds.user.as_deref().map(str::as_bytes));
     field(creds.pass.as_deref().map(str::as_bytes));
     field(creds.token.as_deref().map(str::as_bytes));
+    field(creds.nkey.as_deref().map(str::as_bytes));
+    field(creds.sig.as_deref().map(str::as_bytes));
+    field(creds.nonce.as_deref().map(str::as_bytes));
+    field(creds.jwt.as_deref().map(str::as_bytes));
     let identity = identity.map(|i| format!("{i:?}"));
     field(identity.as_deref().map(str::as_bytes));
     let mut key = [0u8; 32];
