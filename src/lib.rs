@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod deliver;
+pub mod jwt;
 pub mod monitor;
 pub mod outbound;
 pub mod protocol;
