@@ -5,10 +5,13 @@
 //! the wire protocol directly so the load generator spends as little CPU
 //! as possible and the server under test is what gets measured.
 //! `passwd` and `certs dev` are offline helpers for the `authorization` and
-//! `tls` configuration blocks.
+//! `tls` configuration blocks; `nkey` and `jwt` make keys and JWTs for
+//! operator mode (docs/OPERATOR_MODE.md).
 
 mod bench;
 mod certs;
+mod jwt;
+mod nkey;
 mod passwd;
 mod raw;
 
@@ -98,6 +101,10 @@ enum Cmd {
     Passwd(passwd::PasswdArgs),
     /// Generate certificates
     Certs(certs::CertsArgs),
+    /// NKeys: generate, show public keys, sign and verify (like nk)
+    Nkey(nkey::NkeyArgs),
+    /// Operator mode: operator, accounts, users and their JWTs (like nsc)
+    Jwt(jwt::JwtArgs),
 }
 
 fn main() -> ExitCode {
@@ -189,6 +196,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Cmd::Bench(args) => bench::run(&cli.server, cli.tlscacert.as_deref(), args).await,
         Cmd::Passwd(args) => passwd::run(&args),
         Cmd::Certs(args) => certs::run(&args),
+        Cmd::Nkey(args) => nkey::run(&args),
+        Cmd::Jwt(args) => jwt::run(&args, &cli.server).await,
         Cmd::Pub {
             subject,
             payload,
