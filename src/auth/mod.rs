@@ -30,8 +30,10 @@
 
 pub mod audit;
 mod limiter;
+pub mod operator;
 mod pending;
 mod perms;
+pub mod resolver;
 mod secret;
 mod tls_map;
 
@@ -69,6 +71,8 @@ pub enum AuthMethod {
     Nkey,
     /// `no_auth_user`: no credentials, logged in as the configured user.
     NoAuthUser,
+    /// Operator mode: a user JWT (and the nonce signed with its key).
+    Jwt,
 }
 
 impl AuthMethod {
@@ -81,6 +85,7 @@ impl AuthMethod {
             AuthMethod::TlsMap => "tls-map",
             AuthMethod::Nkey => "nkey",
             AuthMethod::NoAuthUser => "no-auth-user",
+            AuthMethod::Jwt => "jwt",
         }
     }
 }
@@ -95,6 +100,8 @@ pub struct AuthOk {
     pub permissions: Option<Arc<Permissions>>,
     /// The user's account (None: the global account).
     pub account: Option<String>,
+    /// Operator mode: the expiry and limits of the JWT login.
+    pub jwt: Option<Arc<operator::JwtGrant>>,
 }
 
 /// What a CONNECT presented, and the nonce its INFO carried.
@@ -107,6 +114,8 @@ pub struct Presented<'a> {
     pub sig: Option<&'a str>,
     pub jwt: Option<&'a str>,
     pub nonce: Option<&'a str>,
+    /// The client's address (None for re-checks).
+    pub peer: Option<IpAddr>,
 }
 
 impl Presented<'_> {
@@ -154,6 +163,8 @@ enum Mode {
     Token(Secret),
     Single(User),
     Users(HashMap<String, User>),
+    /// Operator mode: users are JWTs of accounts in the store.
+    Operator(Arc<resolver::AccountStore>),
 }
 
 /// Checks CONNECT credentials against the configuration.
@@ -259,7 +270,7 @@ impl Authenticator {
                 .values()
                 .filter_map(|u| u.password.as_ref().and_then(Secret::bcrypt_cost))
                 .collect(),
-            Mode::Open | Mode::Token(_) => Vec::new(),
+            Mode::Open | Mode::Token(_) | Mode::Operator(_) => Vec::new(),
         };
         costs.sort_unstable();
         let mut nkeys = HashMap::new();
@@ -335,9 +346,24 @@ impl Authenticator {
         !matches!(self.mode, Mode::Open)
     }
 
-    /// Does INFO carry a nonce for clients to sign (nkey users exist)?
+    /// Does INFO carry a nonce for clients to sign (nkey users exist, or
+    /// operator mode)?
     pub fn needs_nonce(&self) -> bool {
-        !self.nkeys.is_empty()
+        !self.nkeys.is_empty() || matches!(self.mode, Mode::Operator(_))
+    }
+
+    /// Switch to operator mode: users are JWTs checked against `store`.
+    pub fn with_operator(mut self, store: Arc<resolver::AccountStore>) -> Self {
+        self.mode = Mode::Operator(store);
+        self
+    }
+
+    /// The account store of operator mode.
+    pub fn account_store(&self) -> Option<&Arc<resolver::AccountStore>> {
+        match &self.mode {
+            Mode::Operator(s) => Some(s),
+            _ => None,
+        }
     }
 
     pub fn limiter(&self) -> &Arc<FailureLimiter> {
@@ -354,6 +380,7 @@ impl Authenticator {
             Mode::Token(_) => AuthMethod::Token,
             _ if self.tls_map => AuthMethod::TlsMap,
             Mode::Single(_) | Mode::Users(_) => AuthMethod::UserPassword,
+            Mode::Operator(_) => AuthMethod::Jwt,
         }
     }
 
@@ -376,7 +403,7 @@ impl Authenticator {
     pub fn timing_cost(&self, user: Option<&str>) -> Option<u32> {
         let own = match &self.mode {
             Mode::Token(t) => return t.bcrypt_cost(),
-            Mode::Open => return None,
+            Mode::Open | Mode::Operator(_) => return None,
             _ if self.tls_map => return None,
             Mode::Single(u) => u.password.as_ref(),
             Mode::Users(m) => user
@@ -433,6 +460,7 @@ impl Authenticator {
                 method: AuthMethod::None,
                 permissions: None,
                 account: None,
+                jwt: None,
             });
         }
         let method = self.method_for(p);
@@ -562,7 +590,14 @@ impl Authenticator {
                 method: AuthMethod::None,
                 permissions: None,
                 account: None,
+                jwt: None,
             }),
+            Mode::Operator(store) => operator::check_jwt(store, p, p.peer)
+                .map(|(mut ok, grant)| {
+                    ok.jwt = Some(Arc::new(grant));
+                    ok
+                })
+                .map_err(Refusal::from),
             Mode::Token(secret) => {
                 let given = token.filter(|t| !t.is_empty()).ok_or(REASON_MISSING)?;
                 let verdict = secret
@@ -575,6 +610,7 @@ impl Authenticator {
                         method: AuthMethod::Token,
                         permissions: None,
                         account: None,
+                        jwt: None,
                     });
                 }
                 record();
@@ -660,6 +696,7 @@ impl Authenticator {
             method,
             permissions: u.permissions.clone(),
             account: u.account.clone(),
+            jwt: None,
         }
     }
 

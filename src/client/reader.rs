@@ -71,6 +71,9 @@ pub(super) struct Reader {
     pub_allowed: rustc_hash::FxHashMap<Bytes, bool>,
     /// When the credentials stop being valid (a control message sets it).
     expires: Option<Instant>,
+    /// Operator mode: the account JWT's limits, installed on the account
+    /// when the connection binds to it.
+    pending_account_limits: Option<crate::config::accounts::AccountLimits>,
     /// CONNECT, and its credential check, must be done by then.
     auth_deadline: Instant,
     verbose: bool,
@@ -122,6 +125,7 @@ impl Reader {
             perms: None,
             pub_allowed: Default::default(),
             expires: None,
+            pending_account_limits: None,
             auth_deadline: Instant::now() + opts.auth_timeout,
             cache: LookupCache::default(),
             batch: Batch::default(),
@@ -484,6 +488,9 @@ impl Reader {
         }
         match self.ctx.accounts.bind(name).await {
             Ok(a) => {
+                if let Some(l) = self.pending_account_limits.take() {
+                    a.set_limits(l);
+                }
                 let Some(a) = self.shared.try_bind_account(a.clone()) else {
                     tracing::error!(
                         "{} - cid:{} - maximum account active connections exceeded (account {})",
@@ -559,6 +566,7 @@ impl Reader {
             sig: opts.sig.as_deref(),
             jwt: opts.jwt.as_deref(),
             nonce: nonce.as_deref(),
+            peer: Some(peer.ip()),
         };
         let check = auth.login(peer.ip(), &presented, identity.as_ref());
         tokio::pin!(check);
@@ -592,6 +600,9 @@ impl Reader {
             Ok(ok) => {
                 self.set_permissions(ok.permissions);
                 self.shared.meta.lock().user = ok.user;
+                if let Some(g) = &ok.jwt {
+                    self.apply_grant(g);
+                }
                 Ok(ok.account)
             }
             Err(f) => {
@@ -604,6 +615,28 @@ impl Reader {
                 Err(Stop::Close(CloseReason::AuthenticationViolation))
             }
         }
+    }
+
+    /// A JWT login's expiry and the user's own limits (narrowing the
+    /// server's; the account's are applied when binding). The account JWT's
+    /// limits are installed on the account first.
+    fn apply_grant(&mut self, g: &crate::auth::operator::JwtGrant) {
+        if let Some(at) = g.expires {
+            self.expires = Some(crate::server::instant_of_unix(at));
+        }
+        if let Some(m) = g.max_subscriptions.filter(|&m| m > 0) {
+            let m = usize::try_from(m).unwrap_or(usize::MAX);
+            self.max_subs = if self.max_subs == 0 { m } else { self.max_subs.min(m) };
+        }
+        if let Some(m) = g.max_payload {
+            let opts = self.ctx.opts();
+            let m = usize::try_from(m).unwrap_or(usize::MAX).min(opts.max_payload);
+            self.parser.set_limits(Limits {
+                max_control_line: opts.max_control_line,
+                max_payload: m,
+            });
+        }
+        self.pending_account_limits = Some(g.account_limits.clone());
     }
 
     /// A reload that landed while this client was logging in may have

@@ -40,6 +40,7 @@ impl Credentials {
             sig: self.sig.as_deref(),
             jwt: self.jwt.as_deref(),
             nonce: self.nonce.as_deref(),
+            peer: None,
         }
     }
 }

@@ -66,28 +66,8 @@ pub const IGNORED: &[(&[&str], &str)] = &[
 /// top level accepts that is neither implemented nor in [`IGNORED`].
 const REFUSED: &[(&[&str], &str)] = &[
     (
-        &[
-            "operator",
-            "operators",
-            "root",
-            "roots",
-            "root_operator",
-            "root_operators",
-            "trusted",
-            "trusted_keys",
-        ],
-        "operator/JWT authentication",
-    ),
-    (
-        &[
-            "resolver",
-            "account_resolver",
-            "accounts_resolver",
-            "resolver_tls",
-            "resolver_preload",
-            "resolver_pinned_accounts",
-        ],
-        "account resolvers",
+        &["resolver_tls", "resolver_pinned_accounts"],
+        "URL account resolvers",
     ),
     (&["default_sentinel"], "the default sentinel JWT"),
     (&["mappings", "maps"], "subject mappings"),
@@ -146,9 +126,7 @@ mod tests {
     #[test]
     fn security_relevant_keys_are_refused() {
         for k in [
-            "operator",
-            "resolver",
-            "resolver_preload",
+            "resolver_tls",
             "cluster",
             "leafnodes",
             "gateway",
@@ -156,7 +134,7 @@ mod tests {
             "mqtt",
             "mappings",
             "ocsp",
-            "trusted_keys",
+            "default_sentinel",
         ] {
             assert!(
                 matches!(unimplemented(k), Some(Unimplemented::Refuse(_))),

@@ -13,6 +13,7 @@ pub mod accounts;
 pub mod auth;
 pub mod keys;
 mod monitor;
+pub mod operator;
 pub mod parser;
 mod secret;
 pub mod tls;
@@ -104,8 +105,17 @@ pub struct Options {
     pub accounts: Vec<AccountConfig>,
     /// `no_auth_user`: who a client without credentials logs in as.
     pub no_auth_user: Option<String>,
-    /// `system_account` (default `$SYS`).
+    /// `system_account` (default `$SYS`; in operator mode the operator
+    /// JWT's).
     pub system_account: Option<String>,
+    /// `operator`: trusted operators (operator/JWT mode).
+    pub trusted_operators: Vec<operator::TrustedOperator>,
+    /// `trusted_keys`: operator public keys trusted without a JWT.
+    pub trusted_keys: Vec<String>,
+    /// `resolver`: where account JWTs come from.
+    pub resolver: Option<operator::ResolverConfig>,
+    /// `resolver_preload`: account public key → account JWT.
+    pub resolver_preload: Vec<(String, String)>,
     /// The `tls` block (or the `--tls*` flags); `None` means plain TCP.
     pub tls: Option<TlsOptions>,
     /// rnats's `auth_limits` block: failed-login bans and connection rate.
@@ -148,6 +158,10 @@ impl Default for Options {
             accounts: Vec::new(),
             no_auth_user: None,
             system_account: None,
+            trusted_operators: Vec::new(),
+            trusted_keys: Vec::new(),
+            resolver: None,
+            resolver_preload: Vec::new(),
             tls: None,
             auth_limits: AuthLimits::default(),
             positions: Positions::default(),
@@ -335,6 +349,22 @@ impl Options {
                 cx.record("system_account", v);
                 self.system_account = Some(conf::string(v, &k)?);
             }
+            "operator" | "operators" | "root" | "roots" | "root_operator" | "root_operators" => {
+                cx.record("operator", v);
+                self.trusted_operators = operator::parse_operators(v)?;
+            }
+            "trusted" | "trusted_keys" => {
+                cx.record("trusted_keys", v);
+                self.trusted_keys = operator::parse_trusted_keys(v)?;
+            }
+            "resolver" | "account_resolver" | "accounts_resolver" => {
+                cx.record("resolver", v);
+                self.resolver = Some(operator::parse_resolver(v, cx)?);
+            }
+            "resolver_preload" => {
+                cx.record("resolver_preload", v);
+                self.resolver_preload = operator::parse_preload(v)?;
+            }
             "tls" => {
                 cx.record("tls", v);
                 self.tls = Some(TlsOptions::parse_block(v, cx)?);
@@ -391,11 +421,23 @@ impl Options {
         cfg
     }
 
-    /// The system account's name.
+    /// The system account's name: `system_account`, else in operator mode
+    /// the first operator JWT's, else `$SYS`.
     pub fn system_account(&self) -> &str {
-        self.system_account
-            .as_deref()
+        if let Some(s) = self.system_account.as_deref() {
+            return s;
+        }
+        self.trusted_operators
+            .first()
+            .map(|o| o.claims.nats.system_account.as_str())
+            .filter(|s| !s.is_empty())
             .unwrap_or(accounts::DEFAULT_SYSTEM_ACCOUNT)
+    }
+
+    /// Operator (JWT) mode: users come from JWTs signed by accounts the
+    /// trusted operators signed.
+    pub fn operator_mode(&self) -> bool {
+        !self.trusted_operators.is_empty() || !self.trusted_keys.is_empty()
     }
 
     /// The configuration file's name, for errors that have no position.

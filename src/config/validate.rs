@@ -122,6 +122,7 @@ impl Options {
         }
         super::accounts::check_accounts(&self.accounts, self.system_account.as_deref())
             .map_err(|m| self.error_at("accounts", m))?;
+        self.check_operator_mode()?;
         let key = if self.no_auth_user.is_some() {
             "no_auth_user"
         } else {
@@ -212,6 +213,11 @@ impl Options {
                     .into(),
             );
         }
+        if self.operator_mode() != new.operator_mode() || self.resolver != new.resolver {
+            return Err(
+                "config reload not supported for operator mode or the account resolver".into(),
+            );
+        }
         if self.system_account() != new.system_account() {
             return unsupported(
                 "SystemAccount",
@@ -220,6 +226,79 @@ impl Options {
             );
         }
         Ok(())
+    }
+
+    /// nats-server's rules for operator mode (its validateTrustedOperators),
+    /// and every preloaded account JWT signed by a trusted operator.
+    fn check_operator_mode(&self) -> Result<(), ConfigError> {
+        if !self.operator_mode() {
+            if self.resolver.is_some() || !self.resolver_preload.is_empty() {
+                return Err(self.error_at(
+                    "resolver",
+                    "resolver needs trusted operators (operator or trusted_keys)".into(),
+                ));
+            }
+            return Ok(());
+        }
+        let at = |m: &str| self.error_at("operator", m.to_string());
+        if self.resolver.is_none() {
+            return Err(at("operators require an account resolver to be configured"));
+        }
+        if !self.accounts.is_empty() {
+            return Err(at("operators do not allow Accounts to be configured directly"));
+        }
+        let a = &self.auth;
+        if !a.users.is_empty() || !a.nkeys.is_empty() || a.user.is_some() || a.token.is_some() {
+            return Err(at("operators do not allow users to be configured directly"));
+        }
+        if self.no_auth_user.is_some() {
+            return Err(at("no_auth_user not compatible with Trusted Operator"));
+        }
+        if !self.trusted_operators.is_empty() && !self.trusted_keys.is_empty() {
+            return Err(at("conflicting options for 'TrustedKeys' and 'TrustedOperators'"));
+        }
+        if let Some(sys) = &self.system_account {
+            let named: Vec<&str> = self
+                .trusted_operators
+                .iter()
+                .map(|o| o.claims.nats.system_account.as_str())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if !named.is_empty() && !named.contains(&sys.as_str()) {
+                return Err(at("system_account in config and operator JWT must be identical"));
+            }
+        }
+        if matches!(self.resolver, Some(super::operator::ResolverConfig::Full { .. }))
+            && self.system_account().starts_with('$')
+        {
+            return Err(self.error_at(
+                "resolver",
+                "using nats based account resolver - the system account needs to be specified \
+                 in configuration or the operator jwt"
+                    .into(),
+            ));
+        }
+        for (key, token) in &self.resolver_preload {
+            let claims = crate::jwt::decode::<crate::jwt::AccountClaims>(token)
+                .map_err(|e| self.error_at("resolver_preload", format!("{key}: {e}")))?;
+            if !self.trusts_account_issuer(&claims.iss) {
+                return Err(self.error_at(
+                    "resolver_preload",
+                    format!("account {key} is not signed by a trusted operator"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// May `issuer` sign account JWTs: a trusted operator key (unless the
+    /// operator demands signing keys) or one of an operator's signing keys.
+    pub fn trusts_account_issuer(&self, issuer: &str) -> bool {
+        self.trusted_keys.iter().any(|k| k == issuer)
+            || self
+                .trusted_operators
+                .iter()
+                .any(|o| o.claims.nats.did_sign(&o.claims.sub, issuer))
     }
 
     /// An error at `key`'s place in the file, or without a place when the

@@ -2,6 +2,7 @@
 //! The supervision tree under `ServerSupervisor` is drawn once, in
 //! docs/ARCHITECTURE.md.
 
+mod claims;
 mod lame_duck;
 pub mod listener;
 pub mod logging;
@@ -75,6 +76,9 @@ pub struct ServerContext {
     config_gen: AtomicU64,
     /// TLS for client connections, when configured.
     tls: RwLock<Option<Arc<ClientTls>>>,
+    /// Operator mode: the account JWTs (fixed for the server's life; a
+    /// reload cannot switch operator mode on or off).
+    pub account_store: Option<Arc<crate::auth::resolver::AccountStore>>,
 }
 
 /// The client TLS acceptor and the options it was built from.
@@ -111,6 +115,14 @@ impl ServerContext {
     pub fn auth_with_gen(&self) -> (Arc<Authenticator>, u64) {
         let a = self.auth.read();
         (a.clone(), self.config_gen.load(Ordering::Acquire))
+    }
+
+    /// Start a new authentication generation without a new configuration
+    /// (an account JWT changed): logins and re-checks in flight are judged
+    /// again, and connected clients are re-checked.
+    pub fn refresh_auth(&self) -> u64 {
+        let _a = self.auth.write();
+        self.config_gen.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// The current configuration generation (see `config_gen`).
@@ -369,8 +381,17 @@ impl Server {
             None
         };
         let https_addr = https.as_ref().and_then(|(l, _)| l.local_addr().ok());
-        let auth = Authenticator::from_options(&opts)
+        let mut auth = Authenticator::from_options(&opts)
             .map_err(|e| StartError(format!("authorization configuration error: {e}")))?;
+        let account_store = if opts.operator_mode() {
+            let store = crate::auth::resolver::AccountStore::from_options(&opts)
+                .map_err(|e| StartError(format!("account resolver error: {e}")))?;
+            let store = Arc::new(store);
+            auth = auth.with_operator(store.clone());
+            Some(store)
+        } else {
+            None
+        };
         let tls = match &opts.tls {
             Some(t) => Some(Arc::new(ClientTls::from_options(t)?)),
             None => None,
@@ -400,6 +421,7 @@ impl Server {
             auth: RwLock::new(Arc::new(auth)),
             config_gen: AtomicU64::new(0),
             tls: RwLock::new(tls),
+            account_store,
         });
         let opts = ctx.opts();
         tracing::info!("Starting rnats-server");
@@ -433,6 +455,24 @@ impl Server {
         if let Err(e) = crate::deliver::imports::install(&ctx.accounts, &opts.accounts).await {
             supervisor.stop(None);
             return Err(StartError(format!("accounts configuration error: {e}")));
+        }
+        if let Some(store) = &ctx.account_store {
+            if let Err(e) = claims::install(&ctx, store).await {
+                supervisor.stop(None);
+                return Err(StartError(format!("account resolver error: {e}")));
+            }
+            if matches!(
+                opts.resolver,
+                Some(crate::config::operator::ResolverConfig::Full { .. })
+            ) {
+                tokio::spawn(claims::watch_dir(ctx.clone(), store.clone()));
+            }
+            tracing::info!(
+                "Trusted operators: {}, accounts known: {}, system account {}",
+                opts.trusted_operators.len() + opts.trusted_keys.len(),
+                store.keys().len(),
+                opts.system_account()
+            );
         }
         if let Some(a) = http_addr {
             tracing::info!("Starting http monitor on {}", a);
@@ -478,7 +518,11 @@ impl Server {
         };
         // Last, as it applies the new limits to the limiter it carries over
         // (bans, failure counts and the rate bucket survive a reload).
-        let auth = Authenticator::reloaded(&opts, &self.ctx.auth())?;
+        let mut auth = Authenticator::reloaded(&opts, &self.ctx.auth())?;
+        if let Some(store) = &self.ctx.account_store {
+            store.set_trust(crate::auth::resolver::Trust::from_options(&opts));
+            auth = auth.with_operator(store.clone());
+        }
         for w in crate::auth::plaintext_warnings(&opts.effective_auth()) {
             tracing::warn!("{w}");
         }
@@ -519,6 +563,26 @@ impl Server {
             }
         }
     }
+}
+
+/// The monotonic instant of a unix time in seconds (now if it has passed).
+pub fn instant_of_unix(at: i64) -> tokio::time::Instant {
+    let left = at.saturating_sub(crate::jwt::now_unix()).max(0) as u64;
+    // A JWT expiring in the far future must not overflow the timer.
+    tokio::time::Instant::now() + Duration::from_secs(left.min(100 * 365 * 86400))
+}
+
+/// An account JWT changed (a push or a file): its limits apply to the
+/// account now, and every connected client is checked again, so a revoked
+/// user or an expired account is disconnected at once.
+pub(crate) fn account_updated(ctx: &Arc<ServerContext>, key: &str) {
+    if let (Some(store), Some(account)) = (&ctx.account_store, ctx.accounts.get(key))
+        && let Some(stored) = store.get(key)
+    {
+        account.set_limits(crate::auth::operator::account_limits(&stored.claims.nats));
+    }
+    let generation = ctx.refresh_auth();
+    tokio::spawn(recheck::recheck_clients(ctx.clone(), generation));
 }
 
 /// Forget failed-login entries that have gone quiet, now and then, so the

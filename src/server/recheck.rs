@@ -109,6 +109,9 @@ fn apply(
                     revoke(ctx, conn, generation);
                     continue;
                 }
+                if let Some(at) = ok.jwt.as_ref().and_then(|g| g.expires) {
+                    ctx.control(conn.cid, ConnCtl::ExpireAt(super::instant_of_unix(at)));
+                }
                 ctx.control(
                     conn.cid,
                     ConnCtl::Permissions {
