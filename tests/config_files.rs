@@ -58,13 +58,13 @@ fn bad_configs(dir: &TempDir) -> Vec<(&'static str, String, usize, &'static str)
             "operator",
             "operator: \"./op.jwt\"\n".into(),
             1,
-            "\"operator\" is not supported",
+            "error parsing operator JWT",
         ),
         (
             "accounts",
-            "accounts {\n  A { users: [ {user: a, password: b} ] }\n}\n".into(),
-            1,
-            "\"accounts\" is not supported",
+            "accounts {\n  A { mappings: { a: b } }\n}\n".into(),
+            2,
+            "\"mappings\" in an account is not supported",
         ),
         (
             "cluster",
@@ -76,7 +76,7 @@ fn bad_configs(dir: &TempDir) -> Vec<(&'static str, String, usize, &'static str)
             "resolver",
             "resolver: MEMORY\n".into(),
             1,
-            "\"resolver\" is not supported",
+            "resolver needs trusted operators",
         ),
         (
             "tls_nested",

@@ -18,8 +18,7 @@ use super::{AuthMethod, AuthOk, Presented, verify_nonce_signature};
 use crate::config::accounts::AccountLimits;
 use crate::config::auth::{Permissions, ResponsePermission, SubjectPermission};
 use crate::jwt::{
-    self, AccountClaims, Claims, JwtError, SigningKey, TimeCheck, UserClaims,
-    UserPermissionLimits,
+    self, AccountClaims, Claims, JwtError, SigningKey, TimeCheck, UserClaims, UserPermissionLimits,
 };
 
 pub const REASON_JWT_INVALID: &str = "user JWT invalid";
@@ -31,7 +30,8 @@ pub const REASON_ACCOUNT_EXPIRED: &str = "account JWT expired";
 pub const REASON_ACCOUNT_UNSUPPORTED: &str =
     "account JWT uses features rnats cannot enforce (mappings, external authorization)";
 pub const REASON_ISSUER: &str = "user JWT not issued by its account or one of its signing keys";
-pub const REASON_SCOPED: &str = "user JWT issued by a scoped signing key carries its own permissions";
+pub const REASON_SCOPED: &str =
+    "user JWT issued by a scoped signing key carries its own permissions";
 pub const REASON_REVOKED: &str = "user authentication revoked";
 pub const REASON_SRC: &str = "bad source address";
 pub const REASON_TIMES: &str = "outside connect times";
@@ -198,10 +198,7 @@ pub fn check_jwt(
     {
         return Err(REASON_SRC);
     }
-    let mut expires = [user.exp, account.exp]
-        .into_iter()
-        .filter(|&e| e > 0)
-        .min();
+    let mut expires = [user.exp, account.exp].into_iter().filter(|&e| e > 0).min();
     let probe = Claims {
         nats: UserClaims {
             limits: limits.clone(),

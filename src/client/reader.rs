@@ -626,11 +626,17 @@ impl Reader {
         }
         if let Some(m) = g.max_subscriptions.filter(|&m| m > 0) {
             let m = usize::try_from(m).unwrap_or(usize::MAX);
-            self.max_subs = if self.max_subs == 0 { m } else { self.max_subs.min(m) };
+            self.max_subs = if self.max_subs == 0 {
+                m
+            } else {
+                self.max_subs.min(m)
+            };
         }
         if let Some(m) = g.max_payload {
             let opts = self.ctx.opts();
-            let m = usize::try_from(m).unwrap_or(usize::MAX).min(opts.max_payload);
+            let m = usize::try_from(m)
+                .unwrap_or(usize::MAX)
+                .min(opts.max_payload);
             self.parser.set_limits(Limits {
                 max_control_line: opts.max_control_line,
                 max_payload: m,

@@ -96,7 +96,10 @@ pub fn parse_trusted_keys(v: &Spanned) -> Result<Vec<String>, ConfigError> {
     };
     for k in &keys {
         if KeyKind::of_public(k) != Some(KeyKind::Operator) {
-            return Err(conf::err(v, format!("trust key {k:?} required to be a valid public operator nkey")));
+            return Err(conf::err(
+                v,
+                format!("trust key {k:?} required to be a valid public operator nkey"),
+            ));
         }
     }
     Ok(keys)
@@ -110,7 +113,9 @@ pub fn parse_resolver(v: &Spanned, cx: &mut Context) -> Result<ResolverConfig, C
         }
         return Err(conf::err(
             v,
-            format!("resolver {s:?} is not supported by rnats yet (use MEMORY or a full dir resolver)"),
+            format!(
+                "resolver {s:?} is not supported by rnats yet (use MEMORY or a full dir resolver)"
+            ),
         ));
     }
     let map = conf::map(v, "resolver")?;
@@ -160,11 +165,15 @@ pub fn parse_resolver(v: &Spanned, cx: &mut Context) -> Result<ResolverConfig, C
             ));
         }
     }
-    let dir = dir.ok_or_else(|| conf::err(v, "dir has no value and needs to point to a directory"))?;
+    let dir =
+        dir.ok_or_else(|| conf::err(v, "dir has no value and needs to point to a directory"))?;
     if let Ok(md) = std::fs::metadata(&dir)
         && !md.is_dir()
     {
-        return Err(conf::err(v, "dir needs to point to an accessible directory"));
+        return Err(conf::err(
+            v,
+            "dir needs to point to an accessible directory",
+        ));
     }
     Ok(ResolverConfig::Full {
         dir,
@@ -177,9 +186,12 @@ pub fn parse_resolver(v: &Spanned, cx: &mut Context) -> Result<ResolverConfig, C
 /// an account JWT about that key (whether its issuer is trusted is checked
 /// against the operators by `Options::validate`).
 pub fn parse_preload(v: &Spanned) -> Result<Vec<(String, String)>, ConfigError> {
-    let map = v
-        .as_map()
-        .ok_or_else(|| conf::err(v, "preload should be a map of account_public_key:account_jwt"))?;
+    let map = v.as_map().ok_or_else(|| {
+        conf::err(
+            v,
+            "preload should be a map of account_public_key:account_jwt",
+        )
+    })?;
     let mut out = Vec::new();
     for (key, val) in map {
         let token = conf::string(val, key)?;
@@ -188,7 +200,10 @@ pub fn parse_preload(v: &Spanned) -> Result<Vec<(String, String)>, ConfigError> 
         if claims.sub != *key {
             return Err(conf::err(
                 val,
-                format!("preload key {key} does not match the account JWT's subject {}", claims.sub),
+                format!(
+                    "preload key {key} does not match the account JWT's subject {}",
+                    claims.sub
+                ),
             ));
         }
         out.push((key.clone(), token));

@@ -120,7 +120,12 @@ impl Options {
         if account_users && self.auth.token.is_some() {
             return Err(self.error_at("accounts", "Can not have a token and accounts".into()));
         }
-        super::accounts::check_accounts(&self.accounts, self.system_account.as_deref())
+        let static_system = if self.operator_mode() {
+            None
+        } else {
+            self.system_account.as_deref()
+        };
+        super::accounts::check_accounts(&self.accounts, static_system)
             .map_err(|m| self.error_at("accounts", m))?;
         self.check_operator_mode()?;
         let key = if self.no_auth_user.is_some() {
@@ -245,7 +250,9 @@ impl Options {
             return Err(at("operators require an account resolver to be configured"));
         }
         if !self.accounts.is_empty() {
-            return Err(at("operators do not allow Accounts to be configured directly"));
+            return Err(at(
+                "operators do not allow Accounts to be configured directly",
+            ));
         }
         let a = &self.auth;
         if !a.users.is_empty() || !a.nkeys.is_empty() || a.user.is_some() || a.token.is_some() {
@@ -255,7 +262,9 @@ impl Options {
             return Err(at("no_auth_user not compatible with Trusted Operator"));
         }
         if !self.trusted_operators.is_empty() && !self.trusted_keys.is_empty() {
-            return Err(at("conflicting options for 'TrustedKeys' and 'TrustedOperators'"));
+            return Err(at(
+                "conflicting options for 'TrustedKeys' and 'TrustedOperators'",
+            ));
         }
         if let Some(sys) = &self.system_account {
             let named: Vec<&str> = self
@@ -265,11 +274,15 @@ impl Options {
                 .filter(|s| !s.is_empty())
                 .collect();
             if !named.is_empty() && !named.contains(&sys.as_str()) {
-                return Err(at("system_account in config and operator JWT must be identical"));
+                return Err(at(
+                    "system_account in config and operator JWT must be identical",
+                ));
             }
         }
-        if matches!(self.resolver, Some(super::operator::ResolverConfig::Full { .. }))
-            && self.system_account().starts_with('$')
+        if matches!(
+            self.resolver,
+            Some(super::operator::ResolverConfig::Full { .. })
+        ) && self.system_account().starts_with('$')
         {
             return Err(self.error_at(
                 "resolver",

@@ -123,7 +123,9 @@ impl InternalHandler for ClaimsHandler {
         match self.kind {
             Kind::Update => self.update(msg, None),
             Kind::UpdateFor(i) => {
-                let key = tokens.get(i).map(|k| String::from_utf8_lossy(k).into_owned());
+                let key = tokens
+                    .get(i)
+                    .map(|k| String::from_utf8_lossy(k).into_owned());
                 self.update(msg, key.as_deref());
             }
             Kind::Lookup => {
@@ -142,7 +144,10 @@ impl InternalHandler for ClaimsHandler {
 }
 
 /// Install the claims handlers in the system account (operator mode).
-pub(super) async fn install(ctx: &Arc<ServerContext>, store: &Arc<AccountStore>) -> Result<(), String> {
+pub(super) async fn install(
+    ctx: &Arc<ServerContext>,
+    store: &Arc<AccountStore>,
+) -> Result<(), String> {
     let name = ctx.opts().system_account().to_string();
     let system = ctx.accounts.bind(Some(&name)).await.map_err(|e| e.0)?;
     let subjects: [(&str, Kind); 4] = [
