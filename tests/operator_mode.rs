@@ -476,3 +476,128 @@ async fn operator_mode_configuration_rules() {
         "error parsing operator JWT",
     );
 }
+
+/// Imports and exports declared in account JWTs: a stream and a service
+/// cross from the exporter; an import pushed later applies at once; an
+/// export that needs an activation token is not usable without one.
+#[tokio::test]
+async fn jwt_imports_and_exports() {
+    let mut setup = Setup::new();
+    let exporter = KeyPair::new_account();
+    let mut exp_claims: Claims<AccountClaims> = Claims::new(&exporter.public_key(), "EXP");
+    for (subject, kind, token_req) in [
+        ("ev.>", "stream", false),
+        ("svc", "service", false),
+        ("private.>", "stream", true),
+    ] {
+        exp_claims.nats.exports.push(jwt::Export {
+            subject: subject.into(),
+            kind: kind.into(),
+            token_req,
+            ..Default::default()
+        });
+    }
+    let exp_jwt = jwt::encode(&mut exp_claims, &setup.operator).unwrap();
+    let import = |subject: &str, kind: &str, local: &str| jwt::Import {
+        subject: subject.into(),
+        account: exporter.public_key(),
+        kind: kind.into(),
+        local_subject: local.into(),
+        ..Default::default()
+    };
+    setup
+        .account_claims
+        .nats
+        .imports
+        .push(import("ev.>", "stream", ""));
+    setup
+        .account_claims
+        .nats
+        .imports
+        .push(import("private.>", "stream", ""));
+    setup.resign();
+    let dir = TempDir::new("resolver-imports");
+    let jwt_dir = dir.path("jwt");
+    std::fs::create_dir_all(&jwt_dir).unwrap();
+    for (k, t) in [
+        (setup.sys.public_key(), &setup.sys_jwt),
+        (setup.account.public_key(), &setup.account_jwt),
+        (exporter.public_key(), &exp_jwt),
+    ] {
+        std::fs::write(jwt_dir.join(format!("{k}.jwt")), t).unwrap();
+    }
+    let (s, _d) = server_from(&setup.config(&format!(
+        "resolver: {{ type: full, dir: \"{}\" }}",
+        jwt_dir.display()
+    )))
+    .await;
+    let exp_user = {
+        let kp = KeyPair::new_user();
+        let mut c: Claims<UserClaims> = Claims::new(&kp.public_key(), "e");
+        let t = jwt::encode(&mut c, &exporter).unwrap();
+        creds_client(&s, &kp, &t).await
+    };
+    let (kp, t) = setup.user(|_| {}, None);
+    let imp_user = creds_client(&s, &kp, &t).await;
+    let mut events = imp_user.subscribe("ev.>").await.unwrap();
+    let mut private = imp_user.subscribe("private.>").await.unwrap();
+    barrier(&imp_user).await;
+    exp_user
+        .publish("private.x", "secret".into())
+        .await
+        .unwrap();
+    exp_user.publish("ev.1", "one".into()).await.unwrap();
+    let m = next_msg(&mut events).await;
+    assert_eq!((m.subject.as_str(), &m.payload[..]), ("ev.1", &b"one"[..]));
+    // The token-required export did not cross: a marker published in the
+    // importer arrives first.
+    imp_user
+        .publish("private.marker", "m".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut private).await.subject.as_str(),
+        "private.marker"
+    );
+
+    // The service import is not there yet...
+    let e = imp_user.request("svc", "?".into()).await.unwrap_err();
+    assert_eq!(e.kind(), async_nats::RequestErrorKind::NoResponders);
+    // ...and is once the account JWT with it is pushed.
+    setup
+        .account_claims
+        .nats
+        .imports
+        .push(import("svc", "service", ""));
+    setup.resign();
+    let (sys_kp, sys_token) = setup.sys_user();
+    let sys = creds_client(&s, &sys_kp, &sys_token).await;
+    let reply = sys
+        .request("$SYS.REQ.CLAIMS.UPDATE", setup.account_jwt.clone().into())
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(doc["data"]["code"], 200, "{doc}");
+    let mut reqs = exp_user.subscribe("svc").await.unwrap();
+    barrier(&exp_user).await;
+    let responder = tokio::spawn(async move {
+        let m = next_msg(&mut reqs).await;
+        exp_user
+            .publish(m.reply.unwrap(), "served".into())
+            .await
+            .unwrap();
+        exp_user.flush().await.unwrap();
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    let answer = loop {
+        match imp_user.request("svc", "?".into()).await {
+            Ok(m) => break m,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("service import never applied: {e}"),
+        }
+    };
+    assert_eq!(&answer.payload[..], b"served");
+    responder.await.unwrap();
+}

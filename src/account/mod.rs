@@ -33,6 +33,11 @@ pub struct Account {
     /// Maps responses of service imports back across accounts (exporters
     /// only), kept for /accountz.
     responses: RwLock<Option<Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Internal subscriptions this account's imports installed (and the
+    /// account each lives in), removed when its JWT changes.
+    imports: parking_lot::Mutex<Vec<(Arc<Account>, Arc<crate::router::Subscription>)>>,
+    /// Operator mode: the `iat` of the account JWT last applied.
+    jwt_iat: std::sync::atomic::AtomicI64,
 }
 
 /// Per-account counters (for /accountz).
@@ -74,7 +79,29 @@ impl Account {
             limits: RwLock::new(AccountLimits::default()),
             stats: AccountStats::default(),
             responses: RwLock::new(None),
+            imports: parking_lot::Mutex::new(Vec::new()),
+            jwt_iat: std::sync::atomic::AtomicI64::new(0),
         })
+    }
+
+    pub fn response_router(&self) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        self.responses.read().clone()
+    }
+
+    pub fn note_import(&self, host: Arc<Account>, sub: Arc<crate::router::Subscription>) {
+        self.imports.lock().push((host, sub));
+    }
+
+    pub fn take_imports(&self) -> Vec<(Arc<Account>, Arc<crate::router::Subscription>)> {
+        std::mem::take(&mut *self.imports.lock())
+    }
+
+    pub fn jwt_applied(&self) -> i64 {
+        self.jwt_iat.load(Ordering::Acquire)
+    }
+
+    pub fn set_jwt_applied(&self, iat: i64) {
+        self.jwt_iat.store(iat, Ordering::Release);
     }
 
     pub fn limits(&self) -> AccountLimits {

@@ -490,6 +490,11 @@ impl Reader {
             Ok(a) => {
                 if let Some(l) = self.pending_account_limits.take() {
                     a.set_limits(l);
+                    // Operator mode: the account's JWT imports (once per JWT).
+                    if let Some(store) = &self.ctx.account_store {
+                        crate::deliver::imports::apply_jwt(&self.ctx.accounts, store, &a.name)
+                            .await;
+                    }
                 }
                 let Some(a) = self.shared.try_bind_account(a.clone()) else {
                     tracing::error!(

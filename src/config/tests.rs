@@ -56,18 +56,35 @@ fn unknown_top_level_key_is_an_error() {
 }
 
 #[test]
+fn operator_keys_fail_closed() {
+    for (text, want) in [
+        ("operator: \"./op.jwt\"\n", "error parsing operator JWT"),
+        ("resolver: MEMORY\n", "resolver needs trusted operators"),
+        (
+            "resolver: URL(\"http://x\")\n",
+            "not supported by rnats yet",
+        ),
+        ("resolver_preload: { A: b }\n", "invalid account JWT"),
+        ("TRUSTED_KEYS: [ABC]\n", "valid public operator nkey"),
+        ("resolver_tls: {}\n", "not supported by rnats yet"),
+    ] {
+        let e = load_err(text);
+        assert!(
+            e.starts_with("t.conf:1:") && e.contains(want),
+            "{text}: {e}"
+        );
+    }
+}
+
+#[test]
 fn unimplemented_nats_server_features_are_errors() {
     for (text, key) in [
-        ("operator: \"./op.jwt\"\n", "operator"),
-        ("resolver: MEMORY\n", "resolver"),
-        ("resolver_preload: { A: b }\n", "resolver_preload"),
         ("cluster { port: 6222 }\n", "cluster"),
         ("leafnodes { port: 7422 }\n", "leafnodes"),
         ("gateway { name: a }\n", "gateway"),
         ("websocket { port: 8080 }\n", "websocket"),
         ("mqtt { port: 1883 }\n", "mqtt"),
         ("mappings { a: b }\n", "mappings"),
-        ("TRUSTED_KEYS: [ABC]\n", "TRUSTED_KEYS"),
     ] {
         let e = load_err(text);
         assert!(

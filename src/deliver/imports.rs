@@ -26,8 +26,9 @@ use rustc_hash::FxHashMap;
 
 use super::{Batch, Origin, publish};
 use crate::account::{Account, Accounts};
+use crate::auth::resolver::AccountStore;
 use crate::config::AccountConfig;
-use crate::config::accounts::ResponseType;
+use crate::config::accounts::{ExportConfig, ImportConfig, ResponseType, ServiceExport};
 use crate::outbound::Message;
 use crate::router::{InternalHandler, LookupCache, SubTarget, Subscription};
 
@@ -258,7 +259,6 @@ impl InternalHandler for ResponseRouter {
 
 /// Install every configured import as internal subscriptions (at start).
 pub async fn install(accounts: &Accounts, configs: &[AccountConfig]) -> Result<(), String> {
-    let mut routers: FxHashMap<String, Arc<ResponseRouter>> = FxHashMap::default();
     for cfg in configs {
         let acc = accounts.bind(Some(&cfg.name)).await.map_err(|e| e.0)?;
         acc.set_limits(cfg.limits.clone());
@@ -266,80 +266,217 @@ pub async fn install(accounts: &Accounts, configs: &[AccountConfig]) -> Result<(
     for cfg in configs {
         let importer = accounts.bind(Some(&cfg.name)).await.map_err(|e| e.0)?;
         for imp in &cfg.imports {
-            let exporter = accounts.bind(Some(&imp.account)).await.map_err(|e| e.0)?;
             let export = configs
                 .iter()
                 .find(|c| c.name == imp.account)
-                .and_then(|c| {
-                    c.exports.iter().find(|e| {
-                        e.service.is_some() == imp.service
-                            && crate::auth::is_subset(imp.subject.as_bytes(), e.subject.as_bytes())
-                            && e.allows(&cfg.name)
-                    })
-                })
+                .and_then(|c| matching_export(&c.exports, imp, &cfg.name))
                 .ok_or_else(|| format!("import of \"{}\" not authorized", imp.subject))?;
-            let local = imp.local_subject();
-            let rewrite_into_importer = match (&imp.prefix, &imp.to) {
-                (Some(p), _) => Rewrite::Prefix(Bytes::from(p.clone())),
-                (None, Some(t)) if *t != imp.subject => Rewrite::To(Bytes::from(t.clone())),
-                _ => Rewrite::Same,
-            };
-            if let Some(service) = &export.service {
-                let router = match routers.get(&imp.account) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = ResponseRouter::new();
-                        subscribe(&exporter, r.pattern(), SubTarget::Internal(r.clone())).await?;
-                        exporter.set_response_router(r.clone());
-                        routers.insert(imp.account.clone(), r.clone());
-                        r
-                    }
-                };
-                // Requests arrive on the local subject and go to the
-                // exported one.
-                let rewrite = if local != imp.subject {
-                    Rewrite::To(Bytes::from(imp.subject.clone()))
-                } else {
-                    Rewrite::Same
-                };
-                let handler = ServiceImport {
-                    exporter: Arc::downgrade(&exporter),
-                    importer: Arc::downgrade(&importer),
-                    rewrite,
-                    response: service.response,
-                    threshold: service.threshold,
-                    responses: router,
-                };
-                subscribe(
-                    &importer,
-                    Bytes::from(local),
-                    SubTarget::Internal(Arc::new(handler)),
-                )
-                .await?;
-            } else {
-                let handler = StreamImport {
-                    importer: Arc::downgrade(&importer),
-                    rewrite: rewrite_into_importer,
-                };
-                subscribe(
-                    &exporter,
-                    Bytes::from(imp.subject.clone()),
-                    SubTarget::Internal(Arc::new(handler)),
-                )
-                .await?;
-            }
+            install_one(accounts, &importer, imp, export).await?;
         }
     }
     Ok(())
 }
 
-async fn subscribe(account: &Account, subject: Bytes, target: SubTarget) -> Result<(), String> {
+/// The export of `exports` that `imp` (by account `importer`) may use.
+pub fn matching_export<'a>(
+    exports: &'a [ExportConfig],
+    imp: &ImportConfig,
+    importer: &str,
+) -> Option<&'a ExportConfig> {
+    exports.iter().find(|e| {
+        e.service.is_some() == imp.service
+            && crate::auth::is_subset(imp.subject.as_bytes(), e.subject.as_bytes())
+            && e.allows(importer)
+    })
+}
+
+/// Install one import of `importer`; the internal subscription is
+/// remembered on the importer so a later update can remove it.
+pub async fn install_one(
+    accounts: &Accounts,
+    importer: &Arc<Account>,
+    imp: &ImportConfig,
+    export: &ExportConfig,
+) -> Result<(), String> {
+    let exporter = accounts.bind(Some(&imp.account)).await.map_err(|e| e.0)?;
+    let local = imp.local_subject();
+    let (host, subject, target) = if let Some(service) = &export.service {
+        let router = response_router(&exporter).await?;
+        // Requests arrive on the local subject and go to the exported one.
+        let rewrite = if local != imp.subject {
+            Rewrite::To(Bytes::from(imp.subject.clone()))
+        } else {
+            Rewrite::Same
+        };
+        let handler = ServiceImport {
+            exporter: Arc::downgrade(&exporter),
+            importer: Arc::downgrade(importer),
+            rewrite,
+            response: service.response,
+            threshold: service.threshold,
+            responses: router,
+        };
+        (
+            importer.clone(),
+            local,
+            SubTarget::Internal(Arc::new(handler)),
+        )
+    } else {
+        let rewrite = match (&imp.prefix, &imp.to) {
+            (Some(p), _) => Rewrite::Prefix(Bytes::from(p.clone())),
+            (None, Some(t)) if *t != imp.subject => Rewrite::To(Bytes::from(t.clone())),
+            _ => Rewrite::Same,
+        };
+        let handler = StreamImport {
+            importer: Arc::downgrade(importer),
+            rewrite,
+        };
+        (
+            exporter.clone(),
+            imp.subject.clone(),
+            SubTarget::Internal(Arc::new(handler)),
+        )
+    };
+    let sub = subscribe(&host, Bytes::from(subject), target).await?;
+    importer.note_import(host, sub);
+    Ok(())
+}
+
+/// The exporter's response router, made and subscribed on first use.
+async fn response_router(exporter: &Arc<Account>) -> Result<Arc<ResponseRouter>, String> {
+    let _guard = INSTALL.lock().await;
+    if let Some(r) = exporter
+        .response_router()
+        .and_then(|r| r.downcast::<ResponseRouter>().ok())
+    {
+        return Ok(r);
+    }
+    let r = ResponseRouter::new();
+    subscribe(exporter, r.pattern(), SubTarget::Internal(r.clone())).await?;
+    exporter.set_response_router(r.clone());
+    Ok(r)
+}
+
+/// Serialises installs (rare: at start, at an account's first login and
+/// when its JWT changes).
+static INSTALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static APPLY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Operator mode: make `key`'s account match its JWT in `store`: limits,
+/// and its imports (the old ones removed first). Each import must match a
+/// public export of the exporter's JWT (activation tokens are refused at
+/// login); one that does not is skipped with a warning, which can only
+/// narrow what the account sees. Runs once per JWT (`iat`).
+pub async fn apply_jwt(accounts: &Accounts, store: &AccountStore, key: &str) {
+    let _guard = APPLY.lock().await;
+    let Some(stored) = store.get(key) else {
+        return;
+    };
+    let Ok(importer) = accounts.bind(Some(key)).await else {
+        return;
+    };
+    let claims = &stored.claims;
+    if importer.jwt_applied() == claims.iat && claims.iat != 0 {
+        return;
+    }
+    importer.set_limits(crate::auth::operator::account_limits(&claims.nats));
+    for (host, sub) in importer.take_imports() {
+        host.router.unsubscribe([sub]);
+    }
+    for ji in &claims.nats.imports {
+        let Some(imp) = import_of_jwt(ji) else {
+            tracing::warn!(
+                "account {key}: import of \"{}\" skipped (unknown form)",
+                ji.subject
+            );
+            continue;
+        };
+        let export = store.get(&imp.account).and_then(|e| {
+            let exports: Vec<ExportConfig> = e
+                .claims
+                .nats
+                .exports
+                .iter()
+                .filter_map(export_of_jwt)
+                .collect();
+            matching_export(&exports, &imp, key).cloned()
+        });
+        let Some(export) = export else {
+            tracing::warn!(
+                "account {key}: import of \"{}\" from {} skipped: no matching public export",
+                imp.subject,
+                imp.account
+            );
+            continue;
+        };
+        if let Err(e) = install_one(accounts, &importer, &imp, &export).await {
+            tracing::warn!("account {key}: import of \"{}\" failed: {e}", imp.subject);
+        }
+    }
+    importer.set_jwt_applied(claims.iat);
+}
+
+fn import_of_jwt(ji: &crate::jwt::Import) -> Option<ImportConfig> {
+    let service = match ji.kind.as_str() {
+        "service" => true,
+        "stream" => false,
+        _ => return None,
+    };
+    let local = (!ji.local_subject.is_empty()).then(|| ji.local_subject.clone());
+    let legacy_to = (!ji.to.is_empty()).then(|| ji.to.clone());
+    Some(ImportConfig {
+        account: ji.account.clone(),
+        subject: ji.subject.clone(),
+        service,
+        // nats-io/jwt's deprecated `to` is a prefix for streams.
+        prefix: if service {
+            None
+        } else {
+            legacy_to.clone().filter(|_| local.is_none())
+        },
+        to: if service { local.or(legacy_to) } else { local },
+    })
+}
+
+fn export_of_jwt(je: &crate::jwt::Export) -> Option<ExportConfig> {
+    if je.token_req {
+        return None;
+    }
+    let service = match je.kind.as_str() {
+        "service" => Some(ServiceExport {
+            response: match je.response_type.as_str() {
+                "Stream" => ResponseType::Stream,
+                "Chunked" => ResponseType::Chunked,
+                _ => ResponseType::Singleton,
+            },
+            threshold: if je.response_threshold > 0 {
+                Duration::from_nanos(je.response_threshold as u64)
+            } else {
+                crate::config::accounts::DEFAULT_RESPONSE_THRESHOLD
+            },
+        }),
+        "stream" => None,
+        _ => return None,
+    };
+    Some(ExportConfig {
+        subject: je.subject.clone(),
+        service,
+        accounts: None,
+    })
+}
+
+async fn subscribe(
+    account: &Account,
+    subject: Bytes,
+    target: SubTarget,
+) -> Result<Arc<Subscription>, String> {
     let sid = Bytes::from(format!("import-{}", fastrand::u64(..)));
     let sub = Arc::new(Subscription::new(subject, None, sid, target));
     let done = account
         .router
-        .subscribe(sub)
+        .subscribe(sub.clone())
         .map_err(|e| format!("cannot install import in {}: {e:?}", account.name))?;
     done.await
-        .map_err(|_| format!("cannot install import in {}", account.name))
+        .map_err(|_| format!("cannot install import in {}", account.name))?;
+    Ok(sub)
 }

@@ -576,13 +576,17 @@ pub fn instant_of_unix(at: i64) -> tokio::time::Instant {
 /// account now, and every connected client is checked again, so a revoked
 /// user or an expired account is disconnected at once.
 pub(crate) fn account_updated(ctx: &Arc<ServerContext>, key: &str) {
-    if let (Some(store), Some(account)) = (&ctx.account_store, ctx.accounts.get(key))
-        && let Some(stored) = store.get(key)
-    {
-        account.set_limits(crate::auth::operator::account_limits(&stored.claims.nats));
-    }
     let generation = ctx.refresh_auth();
-    tokio::spawn(recheck::recheck_clients(ctx.clone(), generation));
+    let ctx = ctx.clone();
+    let key = key.to_string();
+    tokio::spawn(async move {
+        // Limits and imports first (for an account in use), then the
+        // re-check that drops revoked users.
+        if let (Some(store), Some(_)) = (&ctx.account_store, ctx.accounts.get(&key)) {
+            crate::deliver::imports::apply_jwt(&ctx.accounts, store, &key).await;
+        }
+        recheck::recheck_clients(ctx, generation).await;
+    });
 }
 
 /// Forget failed-login entries that have gone quiet, now and then, so the
