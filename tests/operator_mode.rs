@@ -601,3 +601,61 @@ async fn jwt_imports_and_exports() {
     assert_eq!(&answer.payload[..], b"served");
     responder.await.unwrap();
 }
+
+/// nats-py logs in with a creds file (`user_credentials`), as it would to
+/// nats-server; skipped without nats-py and its `nkeys` package.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_py_logs_in_with_a_creds_file() {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import nats, nkeys"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        eprintln!("SKIPPED: nats-py or nkeys is not installed (pip install nats-py nkeys)");
+        return;
+    }
+    let setup = Setup::new();
+    let (s, dir) = server_from(&setup.memory_config()).await;
+    let (kp, token) = setup.user(|_| {}, None);
+    let creds = dir.path("user.creds");
+    std::fs::write(
+        &creds,
+        jwt::format_creds(&token, &kp.seed().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let script = r#"
+import asyncio, sys
+import nats
+
+async def main(url, creds):
+    nc = await nats.connect(url, user_credentials=creds, max_reconnect_attempts=0)
+    sub = await nc.subscribe("py.creds")
+    await nc.publish("py.creds", b"from python")
+    msg = await sub.next_msg(timeout=10)
+    print(msg.data.decode(), flush=True)
+    await nc.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+    let out = tokio::time::timeout(
+        TIMEOUT,
+        tokio::process::Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &format!("nats://{}", s.client_addr()),
+                creds.to_str().unwrap(),
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("nats-py script finishes")
+    .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from python");
+}
