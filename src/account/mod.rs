@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -30,6 +31,13 @@ pub struct Account {
     /// `limits { ... }` of the account's configuration.
     limits: RwLock<AccountLimits>,
     pub stats: AccountStats,
+    /// When the account came to be (its /accountz `update_time`).
+    pub created: SystemTime,
+    /// Internal subscriptions of the server's own services (the system
+    /// account's `$SYS.REQ.SERVER...` responders). They are in `router`
+    /// and in this account's /accountz count, but not in the server-wide
+    /// totals (/varz, /subsz), which count client and import interest.
+    pub service_subs: AtomicUsize,
     /// Maps responses of service imports back across accounts (exporters
     /// only), kept for /accountz.
     responses: RwLock<Option<Arc<dyn std::any::Any + Send + Sync>>>,
@@ -78,6 +86,8 @@ impl Account {
             connections: AtomicUsize::new(0),
             limits: RwLock::new(AccountLimits::default()),
             stats: AccountStats::default(),
+            created: SystemTime::now(),
+            service_subs: AtomicUsize::new(0),
             responses: RwLock::new(None),
             imports: parking_lot::Mutex::new(Vec::new()),
             jwt_iat: std::sync::atomic::AtomicI64::new(0),
@@ -207,9 +217,17 @@ impl Accounts {
         self.map.read().values().cloned().collect()
     }
 
-    /// Subscriptions in every account.
+    /// Subscriptions in every account, less the server's own service
+    /// responders (`Account::service_subs`).
     pub fn total_subscriptions(&self) -> usize {
-        self.all().iter().map(|a| a.router.count()).sum()
+        self.all()
+            .iter()
+            .map(|a| {
+                a.router
+                    .count()
+                    .saturating_sub(a.service_subs.load(Ordering::Relaxed))
+            })
+            .sum()
     }
 
     /// Fault injection for the supervision tests: panic one shard actor

@@ -8,9 +8,11 @@
 //! about 5 MiB resident that `malloc_trim` could not return.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use crate::account::Account;
 use crate::client::ConnShared;
 use crate::outbound::CloseReason;
 
@@ -69,6 +71,24 @@ pub struct ClosedConn {
     pub name: InlineStr<64>,
     pub lang: InlineStr<16>,
     pub version: InlineStr<32>,
+    /// The account it was bound to (a shared pointer: no allocation).
+    pub account: Option<BoundAccount>,
+}
+
+/// A closed connection's account, shown by name.
+#[derive(Clone)]
+pub struct BoundAccount(pub Arc<Account>);
+
+impl BoundAccount {
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl std::fmt::Debug for BoundAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.name(), f)
+    }
 }
 
 impl ClosedConn {
@@ -89,6 +109,7 @@ impl ClosedConn {
             name: InlineStr::new(&meta.name),
             lang: InlineStr::new(&meta.lang),
             version: InlineStr::new(&meta.version),
+            account: c.account().cloned().map(BoundAccount),
         }
     }
 }

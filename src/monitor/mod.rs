@@ -1,4 +1,4 @@
-//! HTTP monitoring: /healthz, /varz, /connz, /subsz with nats-server's
+//! HTTP monitoring: /healthz, /varz, /connz, /accountz, /subsz with nats-server's
 //! field names. The JSON documents are built here; [`http`] serves them
 //! over HTTP/1.1 (hyper, keep-alive) on the plain and the HTTPS port and
 //! checks `monitor_auth`.
@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::client::ConnShared;
@@ -30,26 +31,63 @@ pub fn route(ctx: &ServerContext, path: &str, query: &str) -> (u16, Value) {
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.into_owned())
     };
+    let flag = |k: &str| q(k).is_some_and(|v| v == "1" || v == "true");
     match path.trim_end_matches('/') {
         "" => (
             200,
-            json!({"endpoints": ["/varz", "/connz", "/subsz", "/healthz"]}),
+            json!({"endpoints": ["/varz", "/connz", "/accountz", "/subsz", "/healthz"]}),
         ),
         "/healthz" => (200, json!({"status": "ok"})),
         "/varz" => (200, varz(ctx)),
         "/connz" => {
-            let subs = q("subs").is_some_and(|v| v == "1" || v == "true");
-            let closed = q("state").is_some_and(|v| v == "closed");
-            let offset = q("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let limit = q("limit").and_then(|v| v.parse().ok()).unwrap_or(1024);
-            (200, connz(ctx, subs, closed, offset, limit))
+            let o = ConnzOptions {
+                subscriptions: flag("subs"),
+                auth: flag("auth"),
+                state: if q("state").is_some_and(|v| v == "closed") {
+                    CONN_CLOSED
+                } else {
+                    0
+                },
+                offset: q("offset").and_then(|v| v.parse().ok()).unwrap_or(0),
+                limit: q("limit").and_then(|v| v.parse().ok()).unwrap_or(0),
+                account: q("acc").filter(|a| !a.is_empty()),
+            };
+            (200, connz(ctx, &o))
         }
+        "/accountz" => match accountz(ctx, q("acc").as_deref().filter(|a| !a.is_empty())) {
+            Ok(v) => (200, v),
+            // nats-server: 400 and the error's text.
+            Err(e) => (400, json!({"error": e})),
+        },
         "/subsz" | "/subscriptionsz" => (200, subsz(ctx)),
         _ => (404, json!({"error": "not found"})),
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// `ConnzOptions.State` of nats-server: 0 open, 1 closed (2, all, is
+/// treated as open).
+pub const CONN_CLOSED: u8 = 1;
+
+/// What /connz shows: its query parameters, or the JSON body of a
+/// `$SYS.REQ.SERVER.*.CONNZ` request (nats-server's `ConnzOptions` keys;
+/// keys rnats does not support are ignored, as Go ignores unknown keys).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ConnzOptions {
+    /// List each connection's subscriptions (`subs=1` over HTTP).
+    pub subscriptions: bool,
+    /// Show the account (and name tag) of each connection.
+    pub auth: bool,
+    pub offset: usize,
+    /// 0: nats-server's default, 1024.
+    pub limit: usize,
+    pub state: u8,
+    /// Only the connections bound to this account.
+    #[serde(rename = "acc")]
+    pub account: Option<String>,
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
@@ -82,7 +120,7 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-fn varz(ctx: &ServerContext) -> Value {
+pub(crate) fn varz(ctx: &ServerContext) -> Value {
     let o = ctx.opts();
     let now = SystemTime::now();
     let up = now.duration_since(ctx.start_time).unwrap_or_default();
@@ -131,10 +169,11 @@ fn varz(ctx: &ServerContext) -> Value {
         "tls_required": ctx.tls().is_some(),
         "auth_required": ctx.auth().auth_required(),
         "config_load_time": rfc3339(ctx.start_time),
+        "system_account": o.system_account(),
     })
 }
 
-fn conn_json(c: &ConnShared, subs: bool, now: SystemTime) -> Value {
+fn conn_json(c: &ConnShared, subs: bool, auth: bool, now: SystemTime) -> Value {
     let meta = c.meta.lock().clone();
     let (out_msgs, out_bytes) = c.out.out_counts();
     let mut v = json!({
@@ -155,6 +194,11 @@ fn conn_json(c: &ConnShared, subs: bool, now: SystemTime) -> Value {
     set_client_strings(&mut v, &meta.name, &meta.lang, &meta.version);
     if let Some(u) = meta.user {
         v["authorized_user"] = json!(u);
+    }
+    // nats-server shows the account with `auth=1` only.
+    if auth && let Some(a) = c.account() {
+        v["account"] = json!(a.name);
+        v["name_tag"] = json!(a.name);
     }
     if let Some(t) = meta.tls_version {
         v["tls_version"] = json!(t);
@@ -185,11 +229,20 @@ fn set_client_strings(v: &mut Value, name: &str, lang: &str, version: &str) {
     }
 }
 
-fn connz(ctx: &ServerContext, subs: bool, closed: bool, offset: usize, limit: usize) -> Value {
+pub(crate) fn connz(ctx: &ServerContext, o: &ConnzOptions) -> Value {
     let now = SystemTime::now();
-    let (total, conns): (usize, Vec<Value>) = if closed {
+    let (offset, limit) = (o.offset, if o.limit == 0 { 1024 } else { o.limit });
+    let wanted = |acc: Option<&str>| match &o.account {
+        None => true,
+        Some(want) => acc == Some(want.as_str()),
+    };
+    let (total, conns): (usize, Vec<Value>) = if o.state == CONN_CLOSED {
         let closed = ctx.closed.lock();
-        let list = closed
+        let matching: Vec<&ClosedConn> = closed
+            .iter()
+            .filter(|c| wanted(c.account.as_ref().map(|a| a.name())))
+            .collect();
+        let list = matching
             .iter()
             .skip(offset)
             .take(limit)
@@ -203,18 +256,29 @@ fn connz(ctx: &ServerContext, subs: bool, closed: bool, offset: usize, limit: us
                     "out_bytes": c.out_bytes, "subscriptions": 0, "pending_bytes": 0,
                 });
                 set_client_strings(&mut v, c.name.as_str(), c.lang.as_str(), c.version.as_str());
+                if o.auth
+                    && let Some(a) = &c.account
+                {
+                    v["account"] = json!(a.name());
+                    v["name_tag"] = json!(a.name());
+                }
                 v
             })
             .collect();
-        (closed.len(), list)
+        (matching.len(), list)
     } else {
-        let mut all: Vec<Arc<ConnShared>> = ctx.conns.iter().map(|e| e.value().clone()).collect();
+        let mut all: Vec<Arc<ConnShared>> = ctx
+            .conns
+            .iter()
+            .filter(|e| wanted(e.value().account().map(|a| a.name.as_str())))
+            .map(|e| e.value().clone())
+            .collect();
         all.sort_by_key(|c| c.cid);
         let list = all
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|c| conn_json(c, subs, now))
+            .map(|c| conn_json(c, o.subscriptions, o.auth, now))
             .collect();
         (all.len(), list)
     };
@@ -229,7 +293,115 @@ fn connz(ctx: &ServerContext, subs: bool, closed: bool, offset: usize, limit: us
     })
 }
 
-fn subsz(ctx: &ServerContext) -> Value {
+/// /accountz: the account names, or (`acc`) one account's detail in
+/// nats-server's `account_detail` shape. Left out of the detail: nats-server's
+/// `sublist_stats` (rnats's tries keep no match/cache statistics), `jwt`,
+/// `issuer_key` and `decoded_jwt` (operator mode), `mappings` and
+/// `jetstream` details, and the `$SYS.REQ.ACCOUNT...` service imports
+/// nats-server adds to every account (rnats has no per-account system
+/// services). rnats adds `rnats_stats` (the account's counters) and
+/// `rnats_limits` (its `limits {}`).
+pub(crate) fn accountz(ctx: &ServerContext, acc: Option<&str>) -> Result<Value, String> {
+    let opts = ctx.opts();
+    let system = opts.system_account();
+    let mut v = json!({
+        "server_id": ctx.server_id,
+        "now": rfc3339(SystemTime::now()),
+        "system_account": system,
+    });
+    let Some(name) = acc else {
+        let mut names: Vec<String> = ctx.accounts.all().iter().map(|a| a.name.clone()).collect();
+        names.sort();
+        v["accounts"] = json!(names);
+        return Ok(v);
+    };
+    let account = ctx
+        .accounts
+        .get(name)
+        .ok_or_else(|| format!("Account {name} does not exist"))?;
+    let cfg = opts.accounts.iter().find(|c| c.name == name);
+    let mut d = json!({
+        "account_name": account.name,
+        "update_time": rfc3339(account.created),
+    });
+    if name == system {
+        d["is_system"] = json!(true);
+    }
+    let st = &account.stats;
+    let limits = account.limits();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let rest = json!({
+        "expired": false,
+        "complete": true,
+        "jetstream_enabled": false,
+        "leafnode_connections": 0,
+        "client_connections": account.num_connections(),
+        "subscriptions": account.router.count(),
+    });
+    if let (Some(d), Some(rest)) = (d.as_object_mut(), rest.as_object()) {
+        d.extend(rest.clone());
+    }
+    if let Some(cfg) = cfg {
+        let exports: Vec<Value> = cfg
+            .exports
+            .iter()
+            .map(|e| {
+                let mut x = json!({
+                    "subject": e.subject,
+                    "type": if e.service.is_some() { "service" } else { "stream" },
+                });
+                if let Some(s) = &e.service {
+                    x["response_type"] = json!(s.response.as_str());
+                }
+                if let Some(a) = &e.accounts {
+                    x["approved_accounts"] = json!(a);
+                }
+                x
+            })
+            .collect();
+        if !exports.is_empty() {
+            d["exports"] = json!(exports);
+        }
+        let imports: Vec<Value> = cfg
+            .imports
+            .iter()
+            .map(|i| {
+                let mut x = json!({"subject": i.subject, "account": i.account});
+                if let Some(t) = &i.to {
+                    x["to"] = json!(t);
+                }
+                x["local_subject"] = json!(i.local_subject());
+                x["type"] = json!(if i.service { "service" } else { "stream" });
+                x["invalid"] = json!(false);
+                x["share"] = json!(false);
+                x["tracking"] = json!(false);
+                x
+            })
+            .collect();
+        if !imports.is_empty() {
+            d["imports"] = json!(imports);
+        }
+    }
+    d["name_tag"] = json!(account.name);
+    d["rnats_stats"] = json!({
+        "in_msgs": load(&st.in_msgs),
+        "in_bytes": load(&st.in_bytes),
+        "out_msgs": load(&st.out_msgs),
+        "out_bytes": load(&st.out_bytes),
+        "refused_connections": load(&st.refused_connections),
+        "refused_subscriptions": load(&st.refused_subscriptions),
+        "refused_payloads": load(&st.refused_payloads),
+    });
+    d["rnats_limits"] = json!({
+        "max_connections": limits.max_connections,
+        "max_subscriptions": limits.max_subscriptions,
+        "max_payload": limits.max_payload,
+    });
+    v["account_detail"] = d;
+    Ok(v)
+}
+
+pub(crate) fn subsz(ctx: &ServerContext) -> Value {
     json!({
         "server_id": ctx.server_id,
         "now": rfc3339(SystemTime::now()),

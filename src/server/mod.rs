@@ -7,6 +7,7 @@ mod lame_duck;
 pub mod listener;
 pub mod logging;
 mod recheck;
+pub mod system;
 
 pub use recheck::{check_presented, moved_account, pins_still_hold};
 pub mod signals;
@@ -455,6 +456,10 @@ impl Server {
         if let Err(e) = crate::deliver::imports::install(&ctx.accounts, &opts.accounts).await {
             supervisor.stop(None);
             return Err(StartError(format!("accounts configuration error: {e}")));
+        }
+        if let Err(e) = system::install(&ctx).await {
+            supervisor.stop(None);
+            return Err(StartError(format!("system account error: {e}")));
         }
         if let Some(store) = &ctx.account_store {
             if let Err(e) = claims::install(&ctx, store).await {
