@@ -21,7 +21,11 @@ async fn accounts_are_created_on_demand_with_their_own_actors() {
     let again = accounts.bind(Some("TENANT")).await.expect("bind again");
     assert!(Arc::ptr_eq(&a, &again), "one account per name");
     assert_eq!(a.name, "TENANT");
-    assert_eq!(accounts.all().len(), 2, "the default account and TENANT");
+    assert_eq!(
+        accounts.all().len(),
+        3,
+        "the default account, the system account and TENANT"
+    );
 
     // Its shard actors run: a subscription is acknowledged once matchable.
     let outlet = Arc::new(Outlet::new(
