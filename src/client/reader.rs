@@ -368,6 +368,9 @@ impl Reader {
                 CloseReason::ProtocolViolation("max control line"),
             ),
             ProtocolError::MaxPayload { .. } => {
+                if let Some(a) = &self.account {
+                    a.stats.refused_payloads.fetch_add(1, Ordering::Relaxed);
+                }
                 (errors::MAX_PAYLOAD, CloseReason::MaxPayloadExceeded)
             }
             ProtocolError::BadArgs(op) => {
@@ -811,6 +814,11 @@ impl Reader {
         }
         if self.max_subs > 0 && self.shared.num_subs() >= self.max_subs {
             self.reply(errors::MAX_SUBSCRIPTIONS);
+            if let Some(a) = &self.account {
+                a.stats
+                    .refused_subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(false);
         }
         let account = self.account();
@@ -988,6 +996,14 @@ impl Reader {
             stats
                 .in_bytes
                 .fetch_add(self.batch_bytes, Ordering::Relaxed);
+            if let Some(a) = &self.account {
+                a.stats
+                    .in_msgs
+                    .fetch_add(self.batch_msgs, Ordering::Relaxed);
+                a.stats
+                    .in_bytes
+                    .fetch_add(self.batch_bytes, Ordering::Relaxed);
+            }
             self.batch_msgs = 0;
             self.batch_bytes = 0;
         }
@@ -995,6 +1011,9 @@ impl Reader {
         if out_msgs > 0 {
             stats.out_msgs.fetch_add(out_msgs, Ordering::Relaxed);
             stats.out_bytes.fetch_add(out_bytes, Ordering::Relaxed);
+            if let Some(a) = &self.account {
+                a.stats.note_out(out_msgs, out_bytes);
+            }
         }
         if slow > 0 {
             stats.slow_consumers.fetch_add(slow, Ordering::Relaxed);

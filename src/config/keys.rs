@@ -25,7 +25,7 @@ pub const IGNORED: &[(&[&str], &str)] = &[
     ),
     (
         &["no_system_account", "no_system", "no_sys_acc"],
-        "rnats has no system account, which is what this asks for",
+        "the system account only answers its own users' monitoring requests; with no users it serves no one",
     ),
     (
         &[
