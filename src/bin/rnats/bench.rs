@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// No progress bar
     #[arg(long)]
     no_progress: bool,
+    /// Subscribers (repliers) connect here instead, e.g. with another
+    /// user's credentials to measure across accounts (imports)
+    #[arg(long, value_name = "URL")]
+    sub_server: Option<String>,
 }
 
 /// Payloads of at least 8 bytes carry their send time for latency.
@@ -78,18 +82,25 @@ pub async fn run(
         return Err("--pub must be at least 1".into());
     }
     LazyLock::force(&BASE);
-    let mut target = raw::parse_url(server)?;
-    if let Some(ca) = tlscacert {
-        let host = target
-            .addr
-            .rsplit_once(':')
-            .map_or(target.addr.as_str(), |(h, _)| h)
-            .trim_matches(|c| c == '[' || c == ']')
-            .to_string();
-        let name = rustls_pki_types::ServerName::try_from(host)?;
-        target.tls = Some((raw::tls_connector(ca)?, name));
-    }
-    let target = Arc::new(target);
+    let make_target = |url: &str| -> Result<Arc<Target>, Error> {
+        let mut target = raw::parse_url(url)?;
+        if let Some(ca) = tlscacert {
+            let host = target
+                .addr
+                .rsplit_once(':')
+                .map_or(target.addr.as_str(), |(h, _)| h)
+                .trim_matches(|c| c == '[' || c == ']')
+                .to_string();
+            let name = rustls_pki_types::ServerName::try_from(host)?;
+            target.tls = Some((raw::tls_connector(ca)?, name));
+        }
+        Ok(Arc::new(target))
+    };
+    let target = make_target(server)?;
+    let sub_target = match &args.sub_server {
+        Some(url) => make_target(url)?,
+        None => target.clone(),
+    };
     let progress = if args.no_progress || args.json || args.msgs < 200_000 {
         ProgressBar::hidden()
     } else {
@@ -101,9 +112,9 @@ pub async fn run(
         pb
     };
     let r = if args.request {
-        run_request(&target, &args, size, &progress).await?
+        run_request(&target, &sub_target, &args, size, &progress).await?
     } else {
-        run_pubsub(&target, &args, size, &progress).await?
+        run_pubsub(&target, &sub_target, &args, size, &progress).await?
     };
     progress.finish_and_clear();
     report(&args, &r);
@@ -177,6 +188,7 @@ fn share(total: u64, n: usize, i: usize) -> u64 {
 
 async fn run_pubsub(
     target: &Arc<Target>,
+    sub_target: &Arc<Target>,
     args: &BenchArgs,
     size: usize,
     progress: &ProgressBar,
@@ -193,7 +205,7 @@ async fn run_pubsub(
     let ready = Arc::new(Barrier::new(args.subs + 1));
     let mut sub_tasks = Vec::new();
     for i in 0..args.subs {
-        let mut conn = Conn::connect(target, &format!("rnats-bench-sub-{i}")).await?;
+        let mut conn = Conn::connect(sub_target, &format!("rnats-bench-sub-{i}")).await?;
         let sub_line = match &args.queue {
             Some(q) => format!("SUB {} {q} 1\r\n", args.subject),
             None => format!("SUB {} 1\r\n", args.subject),
@@ -361,6 +373,7 @@ async fn subscriber(
 
 async fn run_request(
     target: &Arc<Target>,
+    sub_target: &Arc<Target>,
     args: &BenchArgs,
     size: usize,
     progress: &ProgressBar,
@@ -371,7 +384,7 @@ async fn run_request(
     let stop = CancellationToken::new();
     let mut repliers = Vec::new();
     for i in 0..args.subs {
-        let mut conn = Conn::connect(target, &format!("rnats-bench-replier-{i}")).await?;
+        let mut conn = Conn::connect(sub_target, &format!("rnats-bench-replier-{i}")).await?;
         conn.wr
             .write_all(format!("SUB {} rnats-bench-repliers 1\r\n", args.subject).as_bytes())
             .await?;
