@@ -16,6 +16,7 @@
 //! Import cycles are refused when the configuration is read; a hop limit
 //! guards against any path the check could miss.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -44,7 +45,10 @@ thread_local! {
 }
 
 /// Publish `msg` into `account` from inside a handler, counting the hop.
-fn republish(account: &Account, msg: &Message<'_>) {
+/// Joins the publisher's batch (`cx`) when there is one, so a burst
+/// crossing an import costs one wake-up per subscriber like any other;
+/// looks the subject up through the handler's own cache.
+fn republish(account: &Account, cache: &Mutex<LookupCache>, msg: &Message<'_>, cx: &mut dyn Any) {
     let depth = HOPS.with(|h| h.get());
     if depth >= MAX_HOPS {
         tracing::warn!(
@@ -55,11 +59,34 @@ fn republish(account: &Account, msg: &Message<'_>) {
         return;
     }
     HOPS.with(|h| h.set(depth + 1));
-    let mut cache = LookupCache::default();
-    let mut batch = Batch::default();
-    publish(account, &mut cache, msg, Origin::Internal, &mut batch);
-    let (msgs, bytes, _) = batch.finish();
-    account.stats.note_out(msgs, bytes);
+    let mut own_cache;
+    let mut guard = cache.try_lock();
+    let cache = match guard.as_deref_mut() {
+        Some(c) => c,
+        None => {
+            own_cache = LookupCache::default();
+            &mut own_cache
+        }
+    };
+    match cx.downcast_mut::<Batch>() {
+        Some(batch) => {
+            // The outer delivery is still collecting its route peers in
+            // this batch: keep them apart from this message's.
+            let routes = std::mem::take(&mut batch.routes);
+            let (m0, b0) = (batch.out_msgs, batch.out_bytes);
+            publish(account, cache, msg, Origin::Internal, batch);
+            account
+                .stats
+                .note_out(batch.out_msgs - m0, batch.out_bytes - b0);
+            batch.routes = routes;
+        }
+        None => {
+            let mut batch = Batch::default();
+            publish(account, cache, msg, Origin::Internal, &mut batch);
+            let (msgs, bytes, _) = batch.finish();
+            account.stats.note_out(msgs, bytes);
+        }
+    }
     HOPS.with(|h| h.set(depth));
 }
 
@@ -94,10 +121,11 @@ impl Rewrite {
 struct StreamImport {
     importer: Weak<Account>,
     rewrite: Rewrite,
+    cache: Mutex<LookupCache>,
 }
 
 impl InternalHandler for StreamImport {
-    fn deliver(&self, msg: &Message<'_>) {
+    fn deliver(&self, msg: &Message<'_>, cx: &mut dyn Any) {
         let Some(to) = self.importer.upgrade() else {
             return;
         };
@@ -109,7 +137,7 @@ impl InternalHandler for StreamImport {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&to, &m);
+        republish(&to, &self.cache, &m, cx);
     }
 }
 
@@ -121,10 +149,11 @@ struct ServiceImport {
     response: ResponseType,
     threshold: Duration,
     responses: Arc<ResponseRouter>,
+    cache: Mutex<LookupCache>,
 }
 
 impl InternalHandler for ServiceImport {
-    fn deliver(&self, msg: &Message<'_>) {
+    fn deliver(&self, msg: &Message<'_>, cx: &mut dyn Any) {
         let (Some(exporter), Some(importer)) = (self.exporter.upgrade(), self.importer.upgrade())
         else {
             return;
@@ -145,7 +174,7 @@ impl InternalHandler for ServiceImport {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&exporter, &m);
+        republish(&exporter, &self.cache, &m, cx);
     }
 }
 
@@ -162,6 +191,7 @@ struct Pending {
 pub struct ResponseRouter {
     prefix: Bytes,
     open: Mutex<FxHashMap<Bytes, Pending>>,
+    cache: Mutex<LookupCache>,
 }
 
 impl ResponseRouter {
@@ -172,6 +202,7 @@ impl ResponseRouter {
         Arc::new(ResponseRouter {
             prefix: Bytes::from(format!("_R_.{tag}.")),
             open: Mutex::new(FxHashMap::default()),
+            cache: Mutex::new(LookupCache::default()),
         })
     }
 
@@ -227,7 +258,7 @@ impl ResponseRouter {
 }
 
 impl InternalHandler for ResponseRouter {
-    fn deliver(&self, msg: &Message<'_>) {
+    fn deliver(&self, msg: &Message<'_>, cx: &mut dyn Any) {
         let target = {
             let mut open = self.open.lock();
             let now = Instant::now();
@@ -253,7 +284,7 @@ impl InternalHandler for ResponseRouter {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&to, &m);
+        republish(&to, &self.cache, &m, cx);
     }
 }
 
@@ -315,6 +346,7 @@ pub async fn install_one(
             response: service.response,
             threshold: service.threshold,
             responses: router,
+            cache: Mutex::new(LookupCache::default()),
         };
         (
             importer.clone(),
@@ -330,6 +362,7 @@ pub async fn install_one(
         let handler = StreamImport {
             importer: Arc::downgrade(importer),
             rewrite,
+            cache: Mutex::new(LookupCache::default()),
         };
         (
             exporter.clone(),

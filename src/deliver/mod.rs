@@ -265,7 +265,7 @@ pub fn deliver_local(
             if admit == Admit::Skip {
                 return false;
             }
-            h.deliver(msg);
+            h.deliver(msg, batch);
             if admit == Admit::DeliverLast {
                 account.router.remove_expired(sub.clone());
             }

@@ -207,7 +207,7 @@ fn echo_off_skips_the_publisher() {
 struct Counter(AtomicUsize);
 
 impl InternalHandler for Counter {
-    fn deliver(&self, msg: &Message<'_>) {
+    fn deliver(&self, msg: &Message<'_>, _cx: &mut dyn std::any::Any) {
         assert_eq!(msg.subject, b"$SYS.REQ.SERVER.PING");
         self.0.fetch_add(1, Ordering::Relaxed);
     }

@@ -29,9 +29,12 @@ use sublist::Sublist;
 
 /// A server-side subscriber: `$SYS` services, service imports and other
 /// internal consumers. Called on the publisher's task, so it must be
-/// quick (typically: copy what it needs and `cast` to an actor).
+/// quick (typically: copy what it needs and `cast` to an actor). `cx` is
+/// the publisher's delivery batch (`deliver::Batch`, erased because the
+/// router sits below the engine), so a handler that republishes (an
+/// import) joins the publisher's batch instead of flushing per message.
 pub trait InternalHandler: Send + Sync {
-    fn deliver(&self, msg: &Message<'_>);
+    fn deliver(&self, msg: &Message<'_>, cx: &mut dyn std::any::Any);
 }
 
 /// Where a subscription's messages go.

@@ -118,7 +118,7 @@ impl ClaimsHandler {
 }
 
 impl InternalHandler for ClaimsHandler {
-    fn deliver(&self, msg: &Message<'_>) {
+    fn deliver(&self, msg: &Message<'_>, _cx: &mut dyn std::any::Any) {
         let tokens: Vec<&[u8]> = msg.subject.split(|&b| b == b'.').collect();
         match self.kind {
             Kind::Update => self.update(msg, None),

@@ -129,7 +129,7 @@ struct Responder {
 }
 
 impl InternalHandler for Responder {
-    fn deliver(&self, msg: &Message<'_>) {
+    fn deliver(&self, msg: &Message<'_>, _cx: &mut dyn std::any::Any) {
         // A request without a reply subject cannot be answered.
         let Some(reply) = msg.reply else {
             return;
