@@ -435,3 +435,70 @@ accounts {
     .await;
     c.flush().await.unwrap();
 }
+
+/// What rnats and nats-server v2.15.1 show a client for the same nkey
+/// configuration: a nonce in INFO (same length), the same error line for a
+/// replayed signature and for a password offered to an nkey user, and no
+/// nonce without nkey users. Skipped without nats-server on PATH.
+#[tokio::test]
+async fn nkey_logins_match_nats_server() {
+    let Some(bin) = on_path("nats-server") else {
+        eprintln!("SKIPPED: nats-server not on PATH");
+        return;
+    };
+    let user = nkeys::KeyPair::new_user();
+    let dir = TempDir::new("nkey-diff");
+    let conf = dir.path("nk.conf");
+    let text = format!(
+        "authorization {{ users: [ {{nkey: {}}} ] }}\n",
+        user.public_key()
+    );
+    std::fs::write(&conf, &text).unwrap();
+    let (ours, _d) = server_from(&text).await;
+    let mut theirs = Proc::spawn(
+        bin.to_str().unwrap(),
+        &["-a", "127.0.0.1", "-p", "-1", "-c", conf.to_str().unwrap()],
+        &dir.path("nats-server.log"),
+    );
+    let their_addr: std::net::SocketAddr = format!("127.0.0.1:{}", theirs.client_port().await)
+        .parse()
+        .unwrap();
+    let mut seen = Vec::new();
+    for addr in [ours.client_addr(), their_addr] {
+        let first = Raw::connect(addr).await;
+        let nonce = first.info_json()["nonce"]
+            .as_str()
+            .expect("nonce in INFO")
+            .to_string();
+        let mut replay = Raw::connect(addr).await;
+        replay
+            .send(format!("CONNECT {}\r\nPING\r\n", signed_connect(&user, &nonce)).as_bytes())
+            .await;
+        let replay_line = replay.line().await;
+        let mut pass = Raw::connect(addr).await;
+        pass.send(
+            format!(
+                "CONNECT {{\"user\":\"{}\",\"pass\":\"x\"}}\r\nPING\r\n",
+                user.public_key()
+            )
+            .as_bytes(),
+        )
+        .await;
+        let pass_line = pass.line().await;
+        seen.push((nonce.len(), replay_line, pass_line));
+    }
+    assert_eq!(seen[0], seen[1], "rnats vs nats-server");
+    assert_eq!(seen[0].1.as_deref(), Some(AUTH_VIOLATION));
+
+    // Without nkey users neither sends a nonce.
+    let plain = dir.path("plain.conf");
+    std::fs::write(&plain, "authorization { user: a, password: b }\n").unwrap();
+    let mut theirs_plain = Proc::spawn(
+        bin.to_str().unwrap(),
+        &["-a", "127.0.0.1", "-p", "-1", "-c", plain.to_str().unwrap()],
+        &dir.path("nats-server-plain.log"),
+    );
+    let port = theirs_plain.client_port().await;
+    let raw = Raw::connect(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    assert!(raw.info_json().get("nonce").is_none());
+}

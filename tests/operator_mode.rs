@@ -659,3 +659,44 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from python");
 }
+
+/// A full resolver picks up an account JWT dropped into its directory
+/// (within its `interval`): the account's users can log in from then on.
+#[tokio::test]
+async fn a_jwt_dropped_into_the_resolver_dir_is_picked_up() {
+    let setup = Setup::new();
+    let dir = TempDir::new("resolver-drop");
+    let jwt_dir = dir.path("jwt");
+    std::fs::create_dir_all(&jwt_dir).unwrap();
+    std::fs::write(
+        jwt_dir.join(format!("{}.jwt", setup.sys.public_key())),
+        &setup.sys_jwt,
+    )
+    .unwrap();
+    // Polling logins fail until the file is read: never ban the source.
+    let (s, _d) = server_from(&format!(
+        "{}auth_limits {{ max_failures: 0 }}\n",
+        setup.config(&format!(
+            "resolver: {{ type: full, dir: \"{}\", interval: \"1s\" }}",
+            jwt_dir.display()
+        ))
+    ))
+    .await;
+    let (kp, token) = setup.user(|_| {}, None);
+    let (_r, line) = raw_login(&s, &kp, &token).await;
+    assert_eq!(line, AUTH_VIOLATION, "account not known yet");
+    std::fs::write(
+        jwt_dir.join(format!("{}.jwt", setup.account.public_key())),
+        &setup.account_jwt,
+    )
+    .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_r, line) = raw_login(&s, &kp, &token).await;
+        if line == "PONG" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dropped JWT never picked up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
