@@ -43,8 +43,9 @@ thread_local! {
     static HOPS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Publish `msg` into `account` from inside a handler, counting the hop.
-fn republish(account: &Account, msg: &Message<'_>) {
+/// Publish `msg` into `account` from inside a handler, counting the hop;
+/// `mapped`: through the account's subject mappings (service imports).
+fn republish(account: &Account, msg: &Message<'_>, mapped: bool) {
     let depth = HOPS.with(|h| h.get());
     if depth >= MAX_HOPS {
         tracing::warn!(
@@ -57,7 +58,12 @@ fn republish(account: &Account, msg: &Message<'_>) {
     HOPS.with(|h| h.set(depth + 1));
     let mut cache = LookupCache::default();
     let mut batch = Batch::default();
-    publish(account, &mut cache, msg, Origin::Internal, &mut batch);
+    let origin = if mapped {
+        Origin::Import
+    } else {
+        Origin::Internal
+    };
+    publish(account, &mut cache, msg, origin, &mut batch);
     let (msgs, bytes, _) = batch.finish();
     account.stats.note_out(msgs, bytes);
     HOPS.with(|h| h.set(depth));
@@ -109,7 +115,7 @@ impl InternalHandler for StreamImport {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&to, &m);
+        republish(&to, &m, false);
     }
 }
 
@@ -145,7 +151,7 @@ impl InternalHandler for ServiceImport {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&exporter, &m);
+        republish(&exporter, &m, true);
     }
 }
 
@@ -253,7 +259,7 @@ impl InternalHandler for ResponseRouter {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&to, &m);
+        republish(&to, &m, true);
     }
 }
 
@@ -262,6 +268,7 @@ pub async fn install(accounts: &Accounts, configs: &[AccountConfig]) -> Result<(
     for cfg in configs {
         let acc = accounts.bind(Some(&cfg.name)).await.map_err(|e| e.0)?;
         acc.set_limits(cfg.limits.clone());
+        acc.set_mappings(cfg.mappings.clone());
     }
     for cfg in configs {
         let importer = accounts.bind(Some(&cfg.name)).await.map_err(|e| e.0)?;

@@ -461,6 +461,10 @@ impl Server {
             supervisor.stop(None);
             return Err(StartError(format!("system account error: {e}")));
         }
+        // Top-level `mappings` belong to the global account.
+        ctx.accounts
+            .default_account()
+            .set_mappings(opts.mappings.clone());
         if let Some(store) = &ctx.account_store {
             if let Err(e) = claims::install(&ctx, store).await {
                 supervisor.stop(None);
