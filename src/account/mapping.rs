@@ -76,10 +76,6 @@ enum Part {
 pub struct Transform {
     /// Source tokens (to know where a trailing `>` starts).
     src_len: usize,
-    /// A literal source: nats-server hashes an empty key for a bare
-    /// `partition(n)` then (it matches such a source without splitting
-    /// the subject into tokens).
-    literal_src: bool,
     parts: Vec<Part>,
 }
 
@@ -374,7 +370,6 @@ impl Transform {
         }
         Ok(Transform {
             src_len: stoks.len(),
-            literal_src: !wild,
             parts,
         })
     }
@@ -400,9 +395,14 @@ impl Transform {
                 Part::Wildcard(s) => out.extend_from_slice(token(*s)),
                 Part::Partition(n, idx) => {
                     let mut h = Fnv32a::new();
+                    // (For a literal source nats-server sometimes hashes
+                    // an empty key instead: when that mapping is the
+                    // first it tries, it has not split the subject.
+                    // Which one is first follows Go's map order, so
+                    // rnats always hashes the subject.)
                     if !idx.is_empty() {
                         idx.iter().for_each(|&s| h.write(token(s)));
-                    } else if !self.literal_src {
+                    } else {
                         for (j, t) in tokens.iter().enumerate() {
                             if j > 0 {
                                 h.write(b".");

@@ -106,8 +106,9 @@ fn partition_is_fnv1a_like_nats_server() {
     // Several tokens: hashed concatenated, without dots.
     let joined = map1("*.*", "p.{{partition(7,1,2)}}", "ab.cd");
     assert_eq!(joined, map1("*", "p.{{partition(7,1)}}", "abcd"));
-    // A literal source: nats-server hashes an empty key.
-    assert_eq!(map1("foo.bar", "baz.{{partition(10)}}", "foo.bar"), "baz.1");
+    // A literal source: the subject is hashed too.
+    assert_eq!(map1("foo.bar", "baz.{{partition(10)}}", "foo.bar"), "baz.6");
+    assert_eq!(map1("foo.baz", "qux.{{partition(10)}}", "foo.baz"), "qux.4");
 }
 
 #[test]
