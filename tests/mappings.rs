@@ -470,3 +470,32 @@ async fn permissions_and_service_imports_match_nats_server() {
         "nats-server (left) and rnats (right) differ"
     );
 }
+
+#[test]
+fn a_reload_may_not_change_mappings() {
+    let dir = TempDir::new("mappings-reload");
+    let read = |name: &str, text: &str| {
+        let path = dir.path(name);
+        std::fs::write(&path, text).unwrap();
+        rnats::Options::from_file(&path).expect("config loads")
+    };
+    let old = read(
+        "old.conf",
+        "mappings = { a: b }\naccounts { A { mappings = { c: d } } }\n",
+    );
+    let same = read(
+        "same.conf",
+        "mappings = { a: b }\naccounts { A { mappings = { c: d } } }\n",
+    );
+    assert_eq!(old.check_reload(&same), Ok(()));
+    let top = read(
+        "top.conf",
+        "mappings = { a: x }\naccounts { A { mappings = { c: d } } }\n",
+    );
+    assert!(old.check_reload(&top).unwrap_err().contains("mappings"));
+    let acc = read(
+        "acc.conf",
+        "mappings = { a: b }\naccounts { A { mappings = { c: x } } }\n",
+    );
+    assert!(old.check_reload(&acc).unwrap_err().contains("mappings"));
+}

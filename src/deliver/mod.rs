@@ -160,8 +160,9 @@ impl Batch {
 ///
 /// A client's PUB arrives already mapped (its reader applies the
 /// account's subject mappings before the publish permission check, as
-/// nats-server does); an `Origin::Import` message is mapped here. An
-/// account without mappings pays one relaxed load.
+/// nats-server does); an `Origin::Import` message is mapped here. Client
+/// publishes pay one compare of `origin` here; an import into an account
+/// without mappings, one relaxed load besides.
 pub fn publish(
     account: &Account,
     cache: &mut LookupCache,
@@ -169,7 +170,7 @@ pub fn publish(
     origin: Origin<'_>,
     batch: &mut Batch,
 ) -> usize {
-    if account.has_mappings() && matches!(origin, Origin::Import) {
+    if matches!(origin, Origin::Import) && account.has_mappings() {
         return publish_mapped(account, cache, msg, origin, batch);
     }
     let entry = account.router.lookup_cached(cache, msg.subject);
