@@ -62,9 +62,9 @@ fn bad_configs(dir: &TempDir) -> Vec<(&'static str, String, usize, &'static str)
         ),
         (
             "accounts",
-            "accounts {\n  A { mappings: { a: b } }\n}\n".into(),
+            "accounts {\n  A { jetstream: enabled }\n}\n".into(),
             2,
-            "\"mappings\" in an account is not supported",
+            "\"jetstream\" in an account is not supported",
         ),
         (
             "cluster",

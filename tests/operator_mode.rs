@@ -700,3 +700,42 @@ async fn a_jwt_dropped_into_the_resolver_dir_is_picked_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Subject mappings in an account JWT apply to its users; a mapping form
+/// rnats lacks (a cluster-scoped destination) refuses the account's logins.
+#[tokio::test]
+async fn jwt_account_mappings() {
+    let mut setup = Setup::new();
+    setup.account_claims.nats.mappings.insert(
+        "in.*".into(),
+        vec![jwt::WeightedMapping {
+            subject: "out.$1".into(),
+            weight: 100,
+            cluster: String::new(),
+        }],
+    );
+    setup.resign();
+    let (s, _d) = server_from(&setup.memory_config()).await;
+    let (kp, token) = setup.user(|_| {}, None);
+    let c = creds_client(&s, &kp, &token).await;
+    let mut out = c.subscribe("out.>").await.unwrap();
+    barrier(&c).await;
+    c.publish("in.x", "mapped".into()).await.unwrap();
+    let m = next_msg(&mut out).await;
+    assert_eq!(m.subject.as_str(), "out.x");
+
+    let mut other = Setup::new();
+    other.account_claims.nats.mappings.insert(
+        "a".into(),
+        vec![jwt::WeightedMapping {
+            subject: "b".into(),
+            weight: 100,
+            cluster: "east".into(),
+        }],
+    );
+    other.resign();
+    let (s2, _d2) = server_from(&other.memory_config()).await;
+    let (kp, token) = other.user(|_| {}, None);
+    let (_r, line) = raw_login(&s2, &kp, &token).await;
+    assert_eq!(line, AUTH_VIOLATION);
+}

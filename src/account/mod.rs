@@ -9,8 +9,10 @@
 //! The tries live in `Account` (outside every actor), so a restarted actor
 //! at either level carries on with every subscription intact.
 
+pub mod mapping;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use parking_lot::RwLock;
@@ -20,6 +22,7 @@ use rustc_hash::FxHashMap;
 use crate::config::accounts::AccountLimits;
 use crate::router::{Router, Shard, ShardActor, ShardMsg};
 use crate::supervision::RestartBudget;
+use mapping::{Mapped, MappingTable};
 
 /// nats-server's global account.
 const GLOBAL_ACCOUNT: &str = "$G";
@@ -46,6 +49,11 @@ pub struct Account {
     imports: parking_lot::Mutex<Vec<(Arc<Account>, Arc<crate::router::Subscription>)>>,
     /// Operator mode: the `iat` of the account JWT last applied.
     jwt_iat: std::sync::atomic::AtomicI64,
+    /// Whether `mappings` holds any: the one check a publish makes in an
+    /// account without subject mappings (nats-server's `hasMapped`).
+    has_mappings: AtomicBool,
+    /// Subject mappings applied to what is published in this account.
+    mappings: RwLock<Option<Arc<MappingTable>>>,
 }
 
 /// Per-account counters (for /accountz).
@@ -91,6 +99,8 @@ impl Account {
             responses: RwLock::new(None),
             imports: parking_lot::Mutex::new(Vec::new()),
             jwt_iat: std::sync::atomic::AtomicI64::new(0),
+            has_mappings: AtomicBool::new(false),
+            mappings: RwLock::new(None),
         })
     }
 
@@ -120,6 +130,30 @@ impl Account {
 
     pub fn set_limits(&self, limits: AccountLimits) {
         *self.limits.write() = limits;
+    }
+
+    /// Does this account map published subjects? One relaxed load.
+    #[inline]
+    pub fn has_mappings(&self) -> bool {
+        self.has_mappings.load(Ordering::Relaxed)
+    }
+
+    /// Install (or, with `None` or an empty table, remove) the account's
+    /// subject mappings.
+    pub fn set_mappings(&self, table: Option<Arc<MappingTable>>) {
+        let table = table.filter(|t| !t.is_empty());
+        let has = table.is_some();
+        *self.mappings.write() = table;
+        self.has_mappings.store(has, Ordering::Relaxed);
+    }
+
+    /// The account's mappings applied to a published subject (call when
+    /// `has_mappings`).
+    pub fn map_subject(&self, subject: &[u8]) -> Mapped {
+        match &*self.mappings.read() {
+            Some(t) => t.map(subject),
+            None => Mapped::Unmapped,
+        }
     }
 
     /// Take one connection slot, or refuse past `max_connections`.

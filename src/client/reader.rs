@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::conn::{ConnCtl, ReadSide, errors};
 use super::shared::{ConnShared, Credentials};
 use crate::account::Account;
+use crate::account::mapping::Mapped;
 use crate::deliver::{self, Batch, Origin};
 use crate::outbound::{CloseReason, Message, ResponseLimits};
 use crate::protocol::info::ConnectOptions;
@@ -494,9 +495,19 @@ impl Reader {
                 if let Some(l) = self.pending_account_limits.take() {
                     a.set_limits(l);
                     // Operator mode: the account's JWT imports (once per JWT).
-                    if let Some(store) = &self.ctx.account_store {
-                        crate::deliver::imports::apply_jwt(&self.ctx.accounts, store, &a.name)
-                            .await;
+                    if let Some(store) = &self.ctx.account_store
+                        && let Err(e) =
+                            crate::deliver::imports::apply_jwt(&self.ctx.accounts, store, &a.name)
+                                .await
+                    {
+                        tracing::error!(
+                            "{} - cid:{} - account {} cannot be used: {e}",
+                            self.shared.peer,
+                            self.shared.cid,
+                            a.name
+                        );
+                        self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                        return Err(Stop::Close(CloseReason::AuthenticationViolation));
                     }
                 }
                 let Some(a) = self.shared.try_bind_account(a.clone()) else {
@@ -893,9 +904,28 @@ impl Reader {
     }
 
     fn publish(&mut self, frame: &PubFrame) {
-        let subj = frame.subject();
+        let mut subj = frame.subject();
         self.batch_msgs += 1;
         self.batch_bytes += frame.payload().len() as u64;
+        if self.account.is_none() {
+            self.account();
+        }
+        // Subject mappings apply first: permissions, delivery and the
+        // no-responders status all see the mapped subject, as in
+        // nats-server. One relaxed load in an account without mappings.
+        let mapped;
+        if let Some(account) = self.account.as_deref()
+            && account.has_mappings()
+        {
+            match account.map_subject(subj) {
+                Mapped::Unmapped => {}
+                Mapped::To(s) => {
+                    mapped = s;
+                    subj = &mapped;
+                }
+                Mapped::Dropped => return,
+            }
+        }
         // A subject the permissions refuse may still be the reply subject
         // of a request this client received (`allow_responses`).
         if !self.may_publish(subj) && !self.shared.outlet.response_allowed(subj) {
@@ -920,9 +950,6 @@ impl Reader {
             || memchr::memmem::find(subj, b"..").is_some()
         {
             return;
-        }
-        if self.account.is_none() {
-            self.account();
         }
         let Some(account) = self.account.as_deref() else {
             return;

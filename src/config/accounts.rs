@@ -127,6 +127,8 @@ pub struct AccountConfig {
     pub exports: Vec<ExportConfig>,
     pub imports: Vec<ImportConfig>,
     pub limits: AccountLimits,
+    /// `mappings`: subject mappings of what is published in the account.
+    pub mappings: Option<std::sync::Arc<crate::account::mapping::MappingTable>>,
 }
 
 /// Parse the `accounts` block: a map of name → account, or a list of
@@ -229,7 +231,8 @@ fn parse_account(name: &str, v: &Spanned, cx: &mut Context) -> Result<AccountCon
                 }
             }
             "limits" => acc.limits = parse_limits(val, cx)?,
-            "nkey" | "jetstream" | "mappings" | "maps" | "msg_trace" | "trace_dest" => {
+            "mappings" | "maps" => acc.mappings = Some(super::mappings::parse_mappings(val, cx)?),
+            "nkey" | "jetstream" | "msg_trace" | "trace_dest" => {
                 return Err(conf::err(
                     val,
                     format!("\"{k}\" in an account is not supported by rnats yet"),
@@ -631,7 +634,7 @@ mod tests {
                    }"#,
                 "cycle",
             ),
-            (r#"accounts { A: { mappings: {a: b} } }"#, "not supported"),
+            (r#"accounts { A: { jetstream: enabled } }"#, "not supported"),
             (r#"accounts { A: { foo: 1 } }"#, "unknown field"),
             (
                 r#"accounts { A: { exports: [{stream: x, response_type: singleton}] } }"#,

@@ -70,7 +70,6 @@ const REFUSED: &[(&[&str], &str)] = &[
         "URL account resolvers",
     ),
     (&["default_sentinel"], "the default sentinel JWT"),
-    (&["mappings", "maps"], "subject mappings"),
     (&["cluster"], "clustering"),
     (&["gateway"], "gateways"),
     (&["leaf", "leafnodes"], "leaf nodes"),
@@ -132,7 +131,6 @@ mod tests {
             "gateway",
             "websocket",
             "mqtt",
-            "mappings",
             "ocsp",
             "default_sentinel",
         ] {

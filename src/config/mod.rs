@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod keys;
+pub mod mappings;
 mod monitor;
 pub mod operator;
 pub mod parser;
@@ -103,6 +104,8 @@ pub struct Options {
     pub auth: AuthConfig,
     /// The `accounts` block (their users log in beside `auth`'s).
     pub accounts: Vec<AccountConfig>,
+    /// Top-level `mappings`: subject mappings of the global account.
+    pub mappings: Option<std::sync::Arc<crate::account::mapping::MappingTable>>,
     /// `no_auth_user`: who a client without credentials logs in as.
     pub no_auth_user: Option<String>,
     /// `system_account` (default `$SYS`; in operator mode the operator
@@ -156,6 +159,7 @@ impl Default for Options {
             warnings: Vec::new(),
             auth: AuthConfig::default(),
             accounts: Vec::new(),
+            mappings: None,
             no_auth_user: None,
             system_account: None,
             trusted_operators: Vec::new(),
@@ -340,6 +344,10 @@ impl Options {
             "accounts" => {
                 cx.record("accounts", v);
                 self.accounts = accounts::parse_accounts(v, cx)?;
+            }
+            "mappings" | "maps" => {
+                cx.record("mappings", v);
+                self.mappings = Some(mappings::parse_mappings(v, cx)?);
             }
             "no_auth_user" => {
                 cx.record("no_auth_user", v);

@@ -84,7 +84,6 @@ fn unimplemented_nats_server_features_are_errors() {
         ("gateway { name: a }\n", "gateway"),
         ("websocket { port: 8080 }\n", "websocket"),
         ("mqtt { port: 1883 }\n", "mqtt"),
-        ("mappings { a: b }\n", "mappings"),
     ] {
         let e = load_err(text);
         assert!(

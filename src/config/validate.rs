@@ -196,7 +196,7 @@ impl Options {
             return unsupported("monitor_auth.ca_file", &old_ca, &new_ca);
         }
         // Users and permissions reload; the accounts, their exports,
-        // imports and limits are fixed at start.
+        // imports, limits and mappings are fixed at start.
         let shape = |o: &Options| {
             let mut v: Vec<_> = o
                 .accounts
@@ -204,7 +204,10 @@ impl Options {
                 .map(|a| {
                     (
                         a.name.clone(),
-                        format!("{:?} {:?} {:?}", a.exports, a.imports, a.limits),
+                        format!(
+                            "{:?} {:?} {:?} {:?}",
+                            a.exports, a.imports, a.limits, a.mappings
+                        ),
                     )
                 })
                 .collect();
@@ -213,10 +216,13 @@ impl Options {
         };
         if shape(self) != shape(new) {
             return Err(
-                "config reload not supported for accounts: their exports, imports and \
-                 limits are fixed at start (users and permissions may change)"
+                "config reload not supported for accounts: their exports, imports, \
+                 limits and mappings are fixed at start (users and permissions may change)"
                     .into(),
             );
+        }
+        if self.mappings != new.mappings {
+            return Err("config reload not supported for mappings: they are fixed at start".into());
         }
         if self.operator_mode() != new.operator_mode() || self.resolver != new.resolver {
             return Err(

@@ -47,8 +47,20 @@ thread_local! {
 /// Publish `msg` into `account` from inside a handler, counting the hop.
 /// Joins the publisher's batch (`cx`) when there is one, so a burst
 /// crossing an import costs one wake-up per subscriber like any other;
-/// looks the subject up through the handler's own cache.
-fn republish(account: &Account, cache: &Mutex<LookupCache>, msg: &Message<'_>, cx: &mut dyn Any) {
+/// looks the subject up through the handler's own cache. `mapped`: through
+/// the account's subject mappings (service imports, as nats-server).
+fn republish(
+    account: &Account,
+    cache: &Mutex<LookupCache>,
+    msg: &Message<'_>,
+    cx: &mut dyn Any,
+    mapped: bool,
+) {
+    let origin = if mapped {
+        Origin::Import
+    } else {
+        Origin::Internal
+    };
     let depth = HOPS.with(|h| h.get());
     if depth >= MAX_HOPS {
         tracing::warn!(
@@ -74,7 +86,7 @@ fn republish(account: &Account, cache: &Mutex<LookupCache>, msg: &Message<'_>, c
             // this batch: keep them apart from this message's.
             let routes = std::mem::take(&mut batch.routes);
             let (m0, b0) = (batch.out_msgs, batch.out_bytes);
-            publish(account, cache, msg, Origin::Internal, batch);
+            publish(account, cache, msg, origin, batch);
             account
                 .stats
                 .note_out(batch.out_msgs - m0, batch.out_bytes - b0);
@@ -82,7 +94,7 @@ fn republish(account: &Account, cache: &Mutex<LookupCache>, msg: &Message<'_>, c
         }
         None => {
             let mut batch = Batch::default();
-            publish(account, cache, msg, Origin::Internal, &mut batch);
+            publish(account, cache, msg, origin, &mut batch);
             let (msgs, bytes, _) = batch.finish();
             account.stats.note_out(msgs, bytes);
         }
@@ -137,7 +149,7 @@ impl InternalHandler for StreamImport {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&to, &self.cache, &m, cx);
+        republish(&to, &self.cache, &m, cx, false);
     }
 }
 
@@ -174,7 +186,7 @@ impl InternalHandler for ServiceImport {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&exporter, &self.cache, &m, cx);
+        republish(&exporter, &self.cache, &m, cx, true);
     }
 }
 
@@ -284,7 +296,7 @@ impl InternalHandler for ResponseRouter {
             header_len: msg.header_len,
             payload: msg.payload,
         };
-        republish(&to, &self.cache, &m, cx);
+        republish(&to, &self.cache, &m, cx, true);
     }
 }
 
@@ -293,6 +305,7 @@ pub async fn install(accounts: &Accounts, configs: &[AccountConfig]) -> Result<(
     for cfg in configs {
         let acc = accounts.bind(Some(&cfg.name)).await.map_err(|e| e.0)?;
         acc.set_limits(cfg.limits.clone());
+        acc.set_mappings(cfg.mappings.clone());
     }
     for cfg in configs {
         let importer = accounts.bind(Some(&cfg.name)).await.map_err(|e| e.0)?;
@@ -399,19 +412,22 @@ static APPLY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// and its imports (the old ones removed first). Each import must match a
 /// public export of the exporter's JWT (activation tokens are refused at
 /// login); one that does not is skipped with a warning, which can only
-/// narrow what the account sees. Runs once per JWT (`iat`).
-pub async fn apply_jwt(accounts: &Accounts, store: &AccountStore, key: &str) {
+/// narrow what the account sees. Its subject mappings must all be ones
+/// rnats implements: otherwise the JWT is not applied and the error says
+/// why (the login that asked is refused). Runs once per JWT (`iat`).
+pub async fn apply_jwt(accounts: &Accounts, store: &AccountStore, key: &str) -> Result<(), String> {
     let _guard = APPLY.lock().await;
     let Some(stored) = store.get(key) else {
-        return;
+        return Err("account not found".into());
     };
-    let Ok(importer) = accounts.bind(Some(key)).await else {
-        return;
-    };
+    let importer = accounts.bind(Some(key)).await.map_err(|e| e.0)?;
     let claims = &stored.claims;
     if importer.jwt_applied() == claims.iat && claims.iat != 0 {
-        return;
+        return Ok(());
     }
+    let mappings = crate::account::mapping::MappingTable::from_jwt(&claims.nats.mappings)
+        .map_err(|e| format!("account JWT mappings: {e}"))?;
+    importer.set_mappings(Some(Arc::new(mappings)));
     importer.set_limits(crate::auth::operator::account_limits(&claims.nats));
     for (host, sub) in importer.take_imports() {
         host.router.unsubscribe([sub]);
@@ -447,6 +463,7 @@ pub async fn apply_jwt(accounts: &Accounts, store: &AccountStore, key: &str) {
         }
     }
     importer.set_jwt_applied(claims.iat);
+    Ok(())
 }
 
 fn import_of_jwt(ji: &crate::jwt::Import) -> Option<ImportConfig> {

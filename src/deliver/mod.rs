@@ -25,6 +25,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::account::Account;
+use crate::account::mapping::Mapped;
 use crate::outbound::{CloseReason, Enqueued, Message, Outlet};
 use crate::router::{Admit, LookupCache, SubResult, SubTarget, Subscription};
 
@@ -37,6 +38,11 @@ pub enum Origin<'a> {
     Route { queues: &'a [Bytes] },
     /// The server itself.
     Internal,
+    /// A service import forwarding a request into the exporter, or a
+    /// response back to the requester: as `Internal`, but the account's
+    /// subject mappings apply first (nats-server maps service imports,
+    /// not stream imports, which `Internal` serves).
+    Import,
 }
 
 impl Origin<'_> {
@@ -46,7 +52,7 @@ impl Origin<'_> {
                 !*echo && sub.target.outlet().is_some_and(|o| Arc::ptr_eq(o, outlet))
             }
             Origin::Route { .. } => sub.target.is_route(),
-            Origin::Internal => false,
+            Origin::Internal | Origin::Import => false,
         }
     }
 }
@@ -151,6 +157,12 @@ impl Batch {
 /// Publish `msg` in `account`: look it up (through the publisher's
 /// `cache`) and deliver it. Returns how many subscriptions, queue groups
 /// and route peers received it.
+///
+/// A client's PUB arrives already mapped (its reader applies the
+/// account's subject mappings before the publish permission check, as
+/// nats-server does); an `Origin::Import` message is mapped here. Client
+/// publishes pay one compare of `origin` here; an import into an account
+/// without mappings, one relaxed load besides.
 pub fn publish(
     account: &Account,
     cache: &mut LookupCache,
@@ -158,8 +170,36 @@ pub fn publish(
     origin: Origin<'_>,
     batch: &mut Batch,
 ) -> usize {
+    if matches!(origin, Origin::Import) && account.has_mappings() {
+        return publish_mapped(account, cache, msg, origin, batch);
+    }
     let entry = account.router.lookup_cached(cache, msg.subject);
     deliver_result(account, &entry.result, msg, &origin, batch)
+}
+
+/// `publish` through the account's subject mappings.
+#[cold]
+fn publish_mapped(
+    account: &Account,
+    cache: &mut LookupCache,
+    msg: &Message<'_>,
+    origin: Origin<'_>,
+    batch: &mut Batch,
+) -> usize {
+    let subject = match account.map_subject(msg.subject) {
+        Mapped::Unmapped => {
+            let entry = account.router.lookup_cached(cache, msg.subject);
+            return deliver_result(account, &entry.result, msg, &origin, batch);
+        }
+        Mapped::To(s) => s,
+        Mapped::Dropped => return 0,
+    };
+    let m = Message {
+        subject: &subject,
+        ..*msg
+    };
+    let entry = account.router.lookup_cached(cache, m.subject);
+    deliver_result(account, &entry.result, &m, &origin, batch)
 }
 
 /// Deliver to an already looked-up result.

@@ -461,6 +461,10 @@ impl Server {
             supervisor.stop(None);
             return Err(StartError(format!("system account error: {e}")));
         }
+        // Top-level `mappings` belong to the global account.
+        ctx.accounts
+            .default_account()
+            .set_mappings(opts.mappings.clone());
         if let Some(store) = &ctx.account_store {
             if let Err(e) = claims::install(&ctx, store).await {
                 supervisor.stop(None);
@@ -588,7 +592,9 @@ pub(crate) fn account_updated(ctx: &Arc<ServerContext>, key: &str) {
         // Limits and imports first (for an account in use), then the
         // re-check that drops revoked users.
         if let (Some(store), Some(_)) = (&ctx.account_store, ctx.accounts.get(&key)) {
-            crate::deliver::imports::apply_jwt(&ctx.accounts, store, &key).await;
+            if let Err(e) = crate::deliver::imports::apply_jwt(&ctx.accounts, store, &key).await {
+                tracing::error!("account {key}: updated JWT not applied: {e}");
+            }
         }
         recheck::recheck_clients(ctx, generation).await;
     });
