@@ -591,10 +591,10 @@ pub(crate) fn account_updated(ctx: &Arc<ServerContext>, key: &str) {
     tokio::spawn(async move {
         // Limits and imports first (for an account in use), then the
         // re-check that drops revoked users.
-        if let (Some(store), Some(_)) = (&ctx.account_store, ctx.accounts.get(&key)) {
-            if let Err(e) = crate::deliver::imports::apply_jwt(&ctx.accounts, store, &key).await {
-                tracing::error!("account {key}: updated JWT not applied: {e}");
-            }
+        if let (Some(store), Some(_)) = (&ctx.account_store, ctx.accounts.get(&key))
+            && let Err(e) = crate::deliver::imports::apply_jwt(&ctx.accounts, store, &key).await
+        {
+            tracing::error!("account {key}: updated JWT not applied: {e}");
         }
         recheck::recheck_clients(ctx, generation).await;
     });
