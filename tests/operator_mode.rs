@@ -739,3 +739,133 @@ async fn jwt_account_mappings() {
     let (_r, line) = raw_login(&s2, &kp, &token).await;
     assert_eq!(line, AUTH_VIOLATION);
 }
+
+/// Activation tokens: a token-required export crosses only with a valid
+/// token for the importing account, and stops once the exporter revokes
+/// it (the importer is re-applied when the exporter's JWT is pushed).
+#[tokio::test]
+async fn activation_tokens_and_their_revocation() {
+    let mut setup = Setup::new();
+    let exporter = KeyPair::new_account();
+    let mut exp_claims: Claims<AccountClaims> = Claims::new(&exporter.public_key(), "EXP");
+    exp_claims.nats.exports.push(jwt::Export {
+        subject: "private.>".into(),
+        kind: "stream".into(),
+        token_req: true,
+        ..Default::default()
+    });
+    let exp_jwt = jwt::encode(&mut exp_claims, &setup.operator).unwrap();
+    let activation = |for_account: &str| {
+        let mut a: Claims<jwt::ActivationClaims> = Claims::new(for_account, "act");
+        a.nats.subject = "private.>".into();
+        a.nats.kind = "stream".into();
+        jwt::encode(&mut a, &exporter).unwrap()
+    };
+    // The importer's import carries a token made for another account.
+    setup.account_claims.nats.imports.push(jwt::Import {
+        subject: "private.>".into(),
+        account: exporter.public_key(),
+        kind: "stream".into(),
+        token: activation(&KeyPair::new_account().public_key()),
+        ..Default::default()
+    });
+    setup.resign();
+    let (s, _d) = server_from(&format!(
+        "{}\n",
+        setup.config(&format!(
+            "resolver: MEMORY\nresolver_preload: {{\n  {}: {}\n  {}: {}\n  {}: {}\n}}",
+            setup.sys.public_key(),
+            setup.sys_jwt,
+            setup.account.public_key(),
+            setup.account_jwt,
+            exporter.public_key(),
+            exp_jwt
+        ))
+    ))
+    .await;
+    let exp_user = {
+        let kp = KeyPair::new_user();
+        let mut c: Claims<UserClaims> = Claims::new(&kp.public_key(), "e");
+        let t = jwt::encode(&mut c, &exporter).unwrap();
+        creds_client(&s, &kp, &t).await
+    };
+    let (kp, t) = setup.user(|_| {}, None);
+    let imp_user = creds_client(&s, &kp, &t).await;
+    let mut private = imp_user.subscribe("private.>").await.unwrap();
+    barrier(&imp_user).await;
+    exp_user.publish("private.a", "no".into()).await.unwrap();
+    barrier(&exp_user).await;
+    imp_user
+        .publish("private.marker", "m".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_msg(&mut private).await.subject.as_str(),
+        "private.marker",
+        "a token for another account opens nothing"
+    );
+
+    // The right token, pushed: the stream crosses.
+    setup.account_claims.nats.imports[0].token = activation(&setup.account.public_key());
+    setup.resign();
+    let (sys_kp, sys_token) = setup.sys_user();
+    let sys = creds_client(&s, &sys_kp, &sys_token).await;
+    let push = |token: String| {
+        let sys = sys.clone();
+        async move {
+            let r = sys
+                .request("$SYS.REQ.CLAIMS.UPDATE", token.into())
+                .await
+                .unwrap();
+            let doc: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            assert_eq!(doc["data"]["code"], 200, "{doc}");
+        }
+    };
+    push(setup.account_jwt.clone()).await;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        exp_user.publish("private.b", "yes".into()).await.unwrap();
+        barrier(&exp_user).await;
+        imp_user
+            .publish("private.marker", "m".into())
+            .await
+            .unwrap();
+        let m = next_msg(&mut private).await;
+        if m.subject.as_str() == "private.b" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "valid activation never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The exporter revokes the importer's activation: the stream stops.
+    exp_claims.nats.exports[0]
+        .revocations
+        .insert(setup.account.public_key(), jwt::now_unix() + 1);
+    let iat = exp_claims.iat + 1;
+    let exp_jwt = jwt::encode_at(&mut exp_claims, &setup.operator, iat).unwrap();
+    push(exp_jwt).await;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        // Drain, then check one round: the marker must come first.
+        while let Ok(Some(_)) = tokio::time::timeout(
+            Duration::from_millis(50),
+            futures::StreamExt::next(&mut private),
+        )
+        .await
+        {}
+        exp_user
+            .publish("private.c", "revoked?".into())
+            .await
+            .unwrap();
+        barrier(&exp_user).await;
+        imp_user
+            .publish("private.marker", "m".into())
+            .await
+            .unwrap();
+        if next_msg(&mut private).await.subject.as_str() == "private.marker" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "revoked activation still used");
+    }
+}

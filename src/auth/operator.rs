@@ -29,7 +29,7 @@ pub const REASON_NO_JWT: &str = "no user JWT";
 pub const REASON_NO_ACCOUNT: &str = "account not found";
 pub const REASON_ACCOUNT_EXPIRED: &str = "account JWT expired";
 pub const REASON_ACCOUNT_UNSUPPORTED: &str =
-    "account JWT uses features rnats cannot enforce (external authorization, activation tokens)";
+    "account JWT uses features rnats cannot enforce (external authorization)";
 pub const REASON_ISSUER: &str = "user JWT not issued by its account or one of its signing keys";
 pub const REASON_SCOPED: &str =
     "user JWT issued by a scoped signing key carries its own permissions";
@@ -72,7 +72,7 @@ pub fn account_limits(a: &AccountClaims) -> AccountLimits {
 
 /// Can rnats honour everything this account JWT asks for?
 pub fn account_supported(a: &AccountClaims) -> bool {
-    !a.authorization.is_enabled() && a.imports.iter().all(|i| i.token.is_empty())
+    !a.authorization.is_enabled()
 }
 
 fn subject_permission(p: &jwt::Permission) -> Option<SubjectPermission> {

@@ -440,19 +440,13 @@ pub async fn apply_jwt(accounts: &Accounts, store: &AccountStore, key: &str) -> 
             );
             continue;
         };
-        let export = store.get(&imp.account).and_then(|e| {
-            let exports: Vec<ExportConfig> = e
-                .claims
-                .nats
-                .exports
-                .iter()
-                .filter_map(export_of_jwt)
-                .collect();
-            matching_export(&exports, &imp, key).cloned()
-        });
+        let export = store
+            .get(&imp.account)
+            .and_then(|e| jwt_export_for(&e.claims, ji, &imp, key));
         let Some(export) = export else {
             tracing::warn!(
-                "account {key}: import of \"{}\" from {} skipped: no matching public export",
+                "account {key}: import of \"{}\" from {} skipped: no matching export it may use \
+                 (public, or with a valid activation token)",
                 imp.subject,
                 imp.account
             );
@@ -488,10 +482,62 @@ fn import_of_jwt(ji: &crate::jwt::Import) -> Option<ImportConfig> {
     })
 }
 
-fn export_of_jwt(je: &crate::jwt::Export) -> Option<ExportConfig> {
-    if je.token_req {
-        return None;
+/// The exporter's export that import `ji` (of account `importer`) may use:
+/// same kind, a subject inside it, and for an export that requires a
+/// token a valid activation token (see [`activation_allows`]).
+fn jwt_export_for(
+    exporter: &crate::jwt::Claims<crate::jwt::AccountClaims>,
+    ji: &crate::jwt::Import,
+    imp: &ImportConfig,
+    importer: &str,
+) -> Option<ExportConfig> {
+    exporter.nats.exports.iter().find_map(|je| {
+        let e = export_of_jwt(je)?;
+        if e.service.is_some() != imp.service
+            || !crate::auth::is_subset(imp.subject.as_bytes(), e.subject.as_bytes())
+        {
+            return None;
+        }
+        if je.token_req && !activation_allows(exporter, je, &ji.token, imp, importer) {
+            return None;
+        }
+        Some(e)
+    })
+}
+
+/// An activation token (nats-io/jwt's activation claims) lets `importer`
+/// use a token-required export: issued by the exporter (or one of its
+/// signing keys, naming it as `issuer_account`), about the importer, for
+/// a subject that covers the import, not expired, and not revoked by the
+/// export's `revocations` (by importer key or "*", for tokens issued at or
+/// before the recorded time).
+fn activation_allows(
+    exporter: &crate::jwt::Claims<crate::jwt::AccountClaims>,
+    export: &crate::jwt::Export,
+    token: &str,
+    imp: &ImportConfig,
+    importer: &str,
+) -> bool {
+    if token.is_empty() {
+        return false;
     }
+    let Ok(act) = crate::jwt::decode::<crate::jwt::ActivationClaims>(token) else {
+        return false;
+    };
+    let issued_by_exporter = act.iss == exporter.sub
+        || (act.nats.issuer_account == exporter.sub
+            && crate::jwt::is_signing_key(&exporter.nats, &act.iss).is_some());
+    let revoked = [importer, crate::jwt::REVOKE_ALL]
+        .iter()
+        .any(|k| export.revocations.get(*k).is_some_and(|&t| t >= act.iat));
+    issued_by_exporter
+        && act.sub == importer
+        && act.check_times(crate::jwt::now_unix()).is_ok()
+        && crate::auth::is_subset(imp.subject.as_bytes(), act.nats.subject.as_bytes())
+        && !revoked
+}
+
+fn export_of_jwt(je: &crate::jwt::Export) -> Option<ExportConfig> {
     let service = match je.kind.as_str() {
         "service" => Some(ServiceExport {
             response: match je.response_type.as_str() {

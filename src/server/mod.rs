@@ -596,6 +596,24 @@ pub(crate) fn account_updated(ctx: &Arc<ServerContext>, key: &str) {
         {
             tracing::error!("account {key}: updated JWT not applied: {e}");
         }
+        // Accounts in use that import from this one: its exports (and the
+        // revocations of their activation tokens) may have changed.
+        if let Some(store) = &ctx.account_store {
+            for a in ctx.accounts.all() {
+                let imports_from_it = a.jwt_applied() != 0
+                    && store
+                        .get(&a.name)
+                        .is_some_and(|s| s.claims.nats.imports.iter().any(|i| i.account == key));
+                if imports_from_it {
+                    a.set_jwt_applied(0);
+                    if let Err(e) =
+                        crate::deliver::imports::apply_jwt(&ctx.accounts, store, &a.name).await
+                    {
+                        tracing::error!("account {}: JWT not re-applied: {e}", a.name);
+                    }
+                }
+            }
+        }
         recheck::recheck_clients(ctx, generation).await;
     });
 }
