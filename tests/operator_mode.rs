@@ -193,6 +193,17 @@ async fn every_refusal_has_a_working_twin() {
             None,
         );
         v.push(("connection type allowed", kp, t));
+        let (kp, t) = setup.user(
+            |c| {
+                c.nats.limits.times_location = "Asia/Tokyo".into();
+                c.nats.limits.times = vec![jwt::TimeRange {
+                    start: "00:00:00".into(),
+                    end: "23:59:59".into(),
+                }];
+            },
+            None,
+        );
+        v.push(("inside connect times (Asia/Tokyo)", kp, t));
         v
     };
     for (what, kp, token) in &cases {
@@ -218,6 +229,22 @@ async fn every_refusal_has_a_working_twin() {
             None,
         );
         v.push(("connection type refused", kp, t));
+        // A window of one second, twelve hours away from now in Tokyo.
+        let tokyo_now = (now + 9 * 3600).rem_euclid(86_400);
+        let away = (tokyo_now + 12 * 3600) % 86_400;
+        let hms = |x: i64| format!("{:02}:{:02}:{:02}", x / 3600, x / 60 % 60, x % 60);
+        let (kp, t) = setup.user(
+            |c| {
+                c.nats.limits.times_location = "Asia/Tokyo".into();
+                c.nats.limits.times = vec![jwt::TimeRange {
+                    start: hms(away),
+                    end: hms((away + 1) % 86_400),
+                }];
+            },
+            None,
+        );
+        v.push(("outside connect times (Asia/Tokyo)", kp, t));
+
         // A valid JWT presented with another user's key signature.
         let (_, t) = setup.user(|_| {}, None);
         v.push(("signed with the wrong key", KeyPair::new_user(), t));

@@ -130,9 +130,10 @@ pub enum TimeCheck {
 /// validateTimes: each window is taken on the current day (a window whose
 /// end is before its start ends on the next day), and the user may connect
 /// when now is strictly between start and end. `times_location` may be
-/// empty (the local zone, like nats-server) or UTC; any other IANA zone is
-/// [`JwtError::UnsupportedTimeZone`] (there is no tz database here), and a
-/// window that is not `HH:MM:SS` is [`JwtError::Invalid`].
+/// empty (the local zone, like nats-server), UTC or any IANA zone (the tz
+/// database is compiled in); an unknown zone is
+/// [`JwtError::UnsupportedTimeZone`], and a window that is not `HH:MM:SS`
+/// is [`JwtError::Invalid`].
 pub fn user_times_allow(user: &Claims<UserClaims>, now: i64) -> Result<TimeCheck, JwtError> {
     let l = &user.nats.limits;
     if l.times.is_empty() {
@@ -145,7 +146,10 @@ pub fn user_times_allow(user: &Claims<UserClaims>, now: i64) -> Result<TimeCheck
         "UTC" | "Etc/UTC" | "Etc/UCT" | "UCT" | "Zulu" | "Etc/Zulu" | "Etc/GMT" | "GMT" => {
             utc.naive_utc()
         }
-        z => return Err(JwtError::UnsupportedTimeZone(z.to_string())),
+        z => match z.parse::<chrono_tz::Tz>() {
+            Ok(tz) => utc.with_timezone(&tz).naive_local(),
+            Err(_) => return Err(JwtError::UnsupportedTimeZone(z.to_string())),
+        },
     };
     let parse = |s: &str| {
         NaiveTime::parse_from_str(s, "%H:%M:%S")

@@ -585,7 +585,22 @@ fn connect_time_windows() {
             remaining: std::time::Duration::from_secs(13 * 3600)
         })
     );
+    // A named zone: noon UTC on 2024-01-01 is 13:00 in Paris (UTC+1),
+    // past the 11:00 start; the window ends at 01:00 Paris time, 12 h on.
     c.nats.limits.times_location = "Europe/Paris".into();
+    assert_eq!(
+        user_times_allow(&c, noon),
+        Ok(TimeCheck::Allowed {
+            remaining: std::time::Duration::from_secs(12 * 3600)
+        })
+    );
+    c.nats.limits.times = vec![TimeRange {
+        start: "00:00:00".into(),
+        end: "12:30:00".into(),
+    }];
+    // 12:00 UTC is 13:00 in Paris, after 12:30.
+    assert_eq!(user_times_allow(&c, noon), Ok(TimeCheck::Denied));
+    c.nats.limits.times_location = "Mars/Olympus_Mons".into();
     assert!(matches!(
         user_times_allow(&c, noon),
         Err(JwtError::UnsupportedTimeZone(_))
