@@ -11,13 +11,7 @@ const AUTH_VIOLATION: &str = "-ERR 'Authorization Violation'";
 
 /// A server from configuration text (on a random loopback port).
 async fn server_from(text: &str) -> (rnats::Server, TempDir) {
-    let dir = TempDir::new("accounts");
-    let path = dir.path("server.conf");
-    std::fs::write(&path, text).unwrap();
-    let mut o = rnats::Options::read_file(&path).expect("config parses");
-    o.port = -1;
-    o.host = "127.0.0.1".into();
-    (start(o).await, dir)
+    start_from_config("accounts", text).await
 }
 
 /// The error a configuration is refused with (parse or validate).

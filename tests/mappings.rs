@@ -12,13 +12,7 @@ use common::*;
 
 /// A server from configuration text (on a random loopback port).
 async fn server_from(text: &str) -> (rnats::Server, TempDir) {
-    let dir = TempDir::new("mappings");
-    let path = dir.path("server.conf");
-    std::fs::write(&path, text).unwrap();
-    let mut o = rnats::Options::read_file(&path).expect("config parses");
-    o.port = -1;
-    o.host = "127.0.0.1".into();
-    (start(o).await, dir)
+    start_from_config("mappings", text).await
 }
 
 /// The error a configuration is refused with, and the file's path.

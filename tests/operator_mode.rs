@@ -102,13 +102,7 @@ impl Setup {
 }
 
 async fn server_from(text: &str) -> (rnats::Server, TempDir) {
-    let dir = TempDir::new("operator");
-    let path = dir.path("server.conf");
-    std::fs::write(&path, text).unwrap();
-    let mut o = rnats::Options::read_file(&path).expect("config parses");
-    o.port = -1;
-    o.host = "127.0.0.1".into();
-    (start(o).await, dir)
+    start_from_config("operator", text).await
 }
 
 fn connect_json(kp: &KeyPair, token: &str, nonce: &str) -> String {
@@ -314,6 +308,7 @@ async fn jwt_permissions_scoped_keys_and_account_limits() {
             description: String::new(),
         })));
     setup.account_claims.nats.limits.conn = 3;
+    setup.account_claims.nats.limits.payload = 1024;
     setup.resign();
     let (s, _d) = server_from(&setup.memory_config()).await;
 
@@ -343,6 +338,15 @@ async fn jwt_permissions_scoped_keys_and_account_limits() {
     );
     let (_r, line) = raw_login(&s, &kp, &token).await;
     assert_eq!(line, AUTH_VIOLATION);
+
+    // A user payload limit below the account's holds (the account's must
+    // not widen it when the connection binds).
+    let (kp, token) = setup.user(|c| c.nats.limits.payload = 8, None);
+    let (mut small, line) = raw_login(&s, &kp, &token).await;
+    assert_eq!(line, "PONG");
+    small.send(b"PUB p 9\r\n012345678\r\n").await;
+    small.expect("-ERR 'Maximum Payload Violation'").await;
+    small.expect_closed().await;
 
     // The account's conn limit (3): two are connected.
     let (kp, token) = setup.user(|_| {}, None);

@@ -50,8 +50,6 @@ pub struct JwtGrant {
     /// The user's own limits (narrowing the account's and the server's).
     pub max_subscriptions: Option<u64>,
     pub max_payload: Option<u64>,
-    /// The account JWT's limits.
-    pub account_limits: AccountLimits,
     /// The user's public key and the `iat` of its JWT (for revocations).
     pub user_key: String,
     pub issued_at: i64,
@@ -233,7 +231,6 @@ pub fn check_jwt(
         expires,
         max_subscriptions: limit(limits.subs),
         max_payload: limit(limits.payload),
-        account_limits: account_limits(&account.nats),
         user_key: user.sub.clone(),
         issued_at: user.iat,
     };

@@ -72,9 +72,8 @@ pub(super) struct Reader {
     pub_allowed: rustc_hash::FxHashMap<Bytes, bool>,
     /// When the credentials stop being valid (a control message sets it).
     expires: Option<Instant>,
-    /// Operator mode: the account JWT's limits, installed on the account
-    /// when the connection binds to it.
-    pending_account_limits: Option<crate::config::accounts::AccountLimits>,
+    /// Logged in with a JWT: binding applies the account's JWT first.
+    jwt_login: bool,
     /// CONNECT, and its credential check, must be done by then.
     auth_deadline: Instant,
     verbose: bool,
@@ -126,7 +125,7 @@ impl Reader {
             perms: None,
             pub_allowed: Default::default(),
             expires: None,
-            pending_account_limits: None,
+            jwt_login: false,
             auth_deadline: Instant::now() + opts.auth_timeout,
             cache: LookupCache::default(),
             batch: Batch::default(),
@@ -492,23 +491,21 @@ impl Reader {
         }
         match self.ctx.accounts.bind(name).await {
             Ok(a) => {
-                if let Some(l) = self.pending_account_limits.take() {
-                    a.set_limits(l);
-                    // Operator mode: the account's JWT imports (once per JWT).
-                    if let Some(store) = &self.ctx.account_store
-                        && let Err(e) =
-                            crate::deliver::imports::apply_jwt(&self.ctx.accounts, store, &a.name)
-                                .await
-                    {
-                        tracing::error!(
-                            "{} - cid:{} - account {} cannot be used: {e}",
-                            self.shared.peer,
-                            self.shared.cid,
-                            a.name
-                        );
-                        self.shared.out.push_raw(errors::AUTH_VIOLATION);
-                        return Err(Stop::Close(CloseReason::AuthenticationViolation));
-                    }
+                // Operator mode: the account's JWT limits, mappings and
+                // imports (once per JWT).
+                if self.jwt_login
+                    && let Some(store) = &self.ctx.account_store
+                    && let Err(e) =
+                        crate::deliver::imports::apply_jwt(&self.ctx.accounts, store, &a.name).await
+                {
+                    tracing::error!(
+                        "{} - cid:{} - account {} cannot be used: {e}",
+                        self.shared.peer,
+                        self.shared.cid,
+                        a.name
+                    );
+                    self.shared.out.push_raw(errors::AUTH_VIOLATION);
+                    return Err(Stop::Close(CloseReason::AuthenticationViolation));
                 }
                 let Some(a) = self.shared.try_bind_account(a.clone()) else {
                     tracing::error!(
@@ -523,24 +520,7 @@ impl Reader {
                 // The account's limits narrow the server's, per connection,
                 // as in nats-server.
                 let limits = a.limits();
-                let opts = self.ctx.opts();
-                if let Some(m) = limits.max_subscriptions {
-                    let m = usize::try_from(m).unwrap_or(usize::MAX);
-                    self.max_subs = if self.max_subs == 0 {
-                        m
-                    } else {
-                        self.max_subs.min(m)
-                    };
-                }
-                if let Some(m) = limits.max_payload {
-                    let m = usize::try_from(m)
-                        .unwrap_or(usize::MAX)
-                        .min(opts.max_payload);
-                    self.parser.set_limits(Limits {
-                        max_control_line: opts.max_control_line,
-                        max_payload: m,
-                    });
-                }
+                self.narrow_limits(limits.max_subscriptions, limits.max_payload);
                 self.account = Some(a);
                 Ok(())
             }
@@ -643,7 +623,15 @@ impl Reader {
         if let Some(at) = g.expires {
             self.expires = Some(crate::server::instant_of_unix(at));
         }
-        if let Some(m) = g.max_subscriptions.filter(|&m| m > 0) {
+        self.narrow_limits(g.max_subscriptions, g.max_payload);
+        self.jwt_login = true;
+    }
+
+    /// Narrow the connection's subscription and payload limits (a user
+    /// JWT's, an account's): each only ever goes down. A subscription
+    /// limit of 0 means none, as `max_subscriptions` does.
+    fn narrow_limits(&mut self, max_subs: Option<u64>, max_payload: Option<u64>) {
+        if let Some(m) = max_subs.filter(|&m| m > 0) {
             let m = usize::try_from(m).unwrap_or(usize::MAX);
             self.max_subs = if self.max_subs == 0 {
                 m
@@ -651,17 +639,11 @@ impl Reader {
                 self.max_subs.min(m)
             };
         }
-        if let Some(m) = g.max_payload {
-            let opts = self.ctx.opts();
-            let m = usize::try_from(m)
-                .unwrap_or(usize::MAX)
-                .min(opts.max_payload);
-            self.parser.set_limits(Limits {
-                max_control_line: opts.max_control_line,
-                max_payload: m,
-            });
+        if let Some(m) = max_payload {
+            let mut l = self.parser.limits();
+            l.max_payload = l.max_payload.min(usize::try_from(m).unwrap_or(usize::MAX));
+            self.parser.set_limits(l);
         }
-        self.pending_account_limits = Some(g.account_limits.clone());
     }
 
     /// A reload that landed while this client was logging in may have

@@ -132,6 +132,10 @@ impl Parser {
         }
     }
 
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     pub fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }

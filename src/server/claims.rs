@@ -25,7 +25,8 @@ use crate::deliver::{Batch, Origin, publish};
 use crate::outbound::Message;
 use crate::router::{InternalHandler, LookupCache, SubTarget, Subscription};
 
-/// Publish a reply into `account` from a handler.
+/// Publish a reply into `account` from a handler (the system account's
+/// services), counting it in the account's statistics.
 pub(super) fn reply_in(account: &Account, subject: &[u8], payload: Bytes) {
     let msg = Message {
         subject,
@@ -36,7 +37,8 @@ pub(super) fn reply_in(account: &Account, subject: &[u8], payload: Bytes) {
     let mut cache = LookupCache::default();
     let mut batch = Batch::default();
     publish(account, &mut cache, &msg, Origin::Internal, &mut batch);
-    batch.finish();
+    let (msgs, bytes, _) = batch.finish();
+    account.stats.note_out(msgs, bytes);
 }
 
 enum Kind {

@@ -38,11 +38,10 @@ use serde_json::{Value, json};
 
 use super::ServerContext;
 use crate::account::Account;
-use crate::deliver::{Batch, Origin, publish};
 use crate::monitor::{self, ConnzOptions};
 use crate::outbound::Message;
 use crate::protocol::info::NATS_COMPAT_VERSION;
-use crate::router::{InternalHandler, LookupCache, SubTarget, Subscription};
+use crate::router::{InternalHandler, SubTarget, Subscription};
 
 /// The legacy STATSZ ping subject.
 pub const STATSZ_PING: &str = "$SYS.REQ.SERVER.PING";
@@ -145,17 +144,7 @@ impl InternalHandler for Responder {
             return;
         };
         let payload = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-        let m = Message {
-            subject: reply,
-            reply: None,
-            header_len: None,
-            payload: &payload,
-        };
-        let mut cache = LookupCache::default();
-        let mut batch = Batch::default();
-        publish(&system, &mut cache, &m, Origin::Internal, &mut batch);
-        let (msgs, bytes, _) = batch.finish();
-        system.stats.note_out(msgs, bytes);
+        super::claims::reply_in(&system, reply, payload);
     }
 }
 

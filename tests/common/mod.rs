@@ -43,6 +43,18 @@ pub async fn start(opts: rnats::Options) -> rnats::Server {
     rnats::Server::start(opts).await.expect("server starts")
 }
 
+/// A server from configuration text written to a scratch file, on a random
+/// loopback port (the directory lives as long as the returned guard).
+pub async fn start_from_config(tag: &str, text: &str) -> (rnats::Server, TempDir) {
+    let dir = TempDir::new(tag);
+    let path = dir.path("server.conf");
+    std::fs::write(&path, text).unwrap();
+    let mut o = rnats::Options::read_file(&path).expect("config parses");
+    o.port = -1;
+    o.host = "127.0.0.1".into();
+    (start(o).await, dir)
+}
+
 pub async fn start_default() -> rnats::Server {
     start(opts()).await
 }
