@@ -23,6 +23,10 @@ bench-compare *ARGS:
 fuzz:
     cd fuzz && cargo +nightly fuzz run parser
 
+# Fuzz the route (server-to-server) protocol parser (needs nightly and cargo-fuzz)
+fuzz-route:
+    cd fuzz && cargo +nightly fuzz run route_parser
+
 # Fuzz the configuration parser, Options::apply and validate (needs nightly and cargo-fuzz)
 fuzz-config:
     cd fuzz && cargo +nightly fuzz run config

@@ -384,7 +384,7 @@ fn could_be_op(line: &[u8]) -> bool {
 
 /// Length of the argument part of a control line: what follows the op name
 /// and the blanks after it (nats-server's max_control_line counts only this).
-fn args_len(line: &[u8]) -> usize {
+pub(super) fn args_len(line: &[u8]) -> usize {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let name_end = line.iter().position(|&b| is_space(b)).unwrap_or(line.len());
     let args_start = line[name_end..]
@@ -394,7 +394,7 @@ fn args_len(line: &[u8]) -> usize {
     line.len() - args_start
 }
 
-fn is_space(b: u8) -> bool {
+pub(super) fn is_space(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
@@ -407,7 +407,7 @@ fn split_op(line: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-fn trim(s: &[u8]) -> &[u8] {
+pub(super) fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !is_space(b)).unwrap_or(s.len());
     let end = s
         .iter()
@@ -418,7 +418,7 @@ fn trim(s: &[u8]) -> &[u8] {
 
 /// Split whitespace-separated arguments into `out`; `None` when there are
 /// more arguments than `out` can hold.
-fn split_args<'a>(s: &'a [u8], out: &mut [&'a [u8]]) -> Option<usize> {
+pub(super) fn split_args<'a>(s: &'a [u8], out: &mut [&'a [u8]]) -> Option<usize> {
     let mut n = 0;
     for arg in s.split(|&b| is_space(b)).filter(|a| !a.is_empty()) {
         if n == out.len() {
@@ -440,12 +440,13 @@ pub fn parse_size(s: &[u8]) -> Option<usize> {
         if !b.is_ascii_digit() {
             return None;
         }
-        n = n * 10 + (b - b'0') as usize;
+        // Checked so a size can never overflow, whatever the word size.
+        n = n.checked_mul(10)?.checked_add((b - b'0') as usize)?;
     }
     Some(n)
 }
 
-fn eq_ic(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn eq_ic(a: &[u8], b: &[u8]) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
