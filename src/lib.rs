@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod monitor;
 pub mod outbound;
 pub mod protocol;
+pub mod route;
 pub mod router;
 pub mod server;
 pub mod supervision;

@@ -20,6 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use rustc_hash::FxHashMap;
 
 use crate::config::accounts::AccountLimits;
+use crate::router::interest::InterestBus;
 use crate::router::{Router, Shard, ShardActor, ShardMsg};
 use crate::supervision::RestartBudget;
 use mapping::{Mapped, MappingTable};
@@ -84,13 +85,13 @@ impl Account {
     /// started): for unit tests of the index and the engine.
     #[cfg(test)]
     pub(crate) fn detached(name: &str) -> Arc<Self> {
-        Self::new(name, 4)
+        Self::new(name, 4, None)
     }
 
-    fn new(name: &str, shards: usize) -> Arc<Self> {
+    fn new(name: &str, shards: usize, bus: Option<&Arc<InterestBus>>) -> Arc<Self> {
         Arc::new(Account {
             name: name.to_string(),
-            router: Router::new(shards),
+            router: Router::with_interest(shards, bus.map(|b| (Arc::from(name), b.clone()))),
             connections: AtomicUsize::new(0),
             limits: RwLock::new(AccountLimits::default()),
             stats: AccountStats::default(),
@@ -197,21 +198,24 @@ impl std::fmt::Display for AccountError {
 pub struct Accounts {
     map: RwLock<FxHashMap<String, Arc<Account>>>,
     shards: usize,
+    /// Route peers told of local interest (a clustered server only).
+    pub interest: Option<Arc<InterestBus>>,
     supervisor: RwLock<Option<ActorRef<AccountsMsg>>>,
 }
 
 impl Accounts {
     /// The registry with the global account in it (its actors start with
     /// the `AccountsSupervisor`).
-    pub fn new(shards: usize) -> Arc<Self> {
+    pub fn new(shards: usize, interest: Option<Arc<InterestBus>>) -> Arc<Self> {
         let mut map = FxHashMap::default();
         map.insert(
             GLOBAL_ACCOUNT.to_string(),
-            Account::new(GLOBAL_ACCOUNT, shards),
+            Account::new(GLOBAL_ACCOUNT, shards, interest.as_ref()),
         );
         Arc::new(Accounts {
             map: RwLock::new(map),
             shards,
+            interest,
             supervisor: RwLock::new(None),
         })
     }
@@ -228,7 +232,7 @@ impl Accounts {
     /// The account a client lands in when nothing names one.
     pub fn default_account(&self) -> Arc<Account> {
         self.get(GLOBAL_ACCOUNT)
-            .unwrap_or_else(|| Account::new(GLOBAL_ACCOUNT, self.shards))
+            .unwrap_or_else(|| Account::new(GLOBAL_ACCOUNT, self.shards, self.interest.as_ref()))
     }
 
     /// The account `name` (or the default), its actors started on demand.
@@ -349,7 +353,8 @@ impl Actor for AccountsSupervisor {
                 let account = match existing {
                     Some(a) => a,
                     None => {
-                        let a = Account::new(&name, st.accounts.shards);
+                        let a =
+                            Account::new(&name, st.accounts.shards, st.accounts.interest.as_ref());
                         Self::start_account(&myself, st, a.clone()).await?;
                         st.accounts.map.write().insert(name, a.clone());
                         a

@@ -2,18 +2,17 @@
 //! coalesced vectored writes, send keep-alive PINGs, and close the socket
 //! with a last word when the connection ends.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::conn::{BoxWrite, errors};
 use super::shared::ConnShared;
-use crate::outbound::{CloseReason, Enqueued, MAX_IOVECS, consume_written, fill_iovecs};
+use crate::outbound::{CloseReason, Enqueued, write_segments};
 use crate::server::ServerContext;
 
 /// Drain the outbound queue, send keep-alive PINGs, and close the socket.
@@ -137,27 +136,4 @@ pub(super) async fn run_writer(shared: Arc<ConnShared>, ctx: Arc<ServerContext>,
     };
     let _ = tokio::time::timeout(Duration::from_millis(500), final_flush).await;
     let _ = tokio::time::timeout(Duration::from_millis(100), w.shutdown()).await;
-}
-
-/// Write all segments with vectored writes, resuming after partial writes.
-async fn write_segments<W: AsyncWrite + Unpin + ?Sized>(
-    w: &mut W,
-    segs: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
-    let mut idx = 0;
-    while idx < segs.len() {
-        if segs.len() - idx == 1 {
-            w.write_all(&segs[idx]).await?;
-            break;
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = fill_iovecs(&mut slices, &segs[idx..]);
-        let n = w.write_vectored(&slices[..count]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        consume_written(segs, &mut idx, n);
-    }
-    segs.clear();
-    w.flush().await
 }

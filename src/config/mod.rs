@@ -11,6 +11,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod cluster;
 pub mod keys;
 pub mod mappings;
 mod monitor;
@@ -125,6 +126,8 @@ pub struct Options {
     pub auth_limits: AuthLimits,
     /// Where each option was set in the file, for [`Options::validate`].
     pub positions: Positions,
+    /// The `cluster` block (or the `--cluster`/`--routes` flags).
+    pub cluster: Option<cluster::ClusterOptions>,
 }
 
 impl Default for Options {
@@ -169,6 +172,7 @@ impl Default for Options {
             tls: None,
             auth_limits: AuthLimits::default(),
             positions: Positions::default(),
+            cluster: None,
         }
     }
 }

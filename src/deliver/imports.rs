@@ -56,10 +56,13 @@ fn republish(
     cx: &mut dyn Any,
     mapped: bool,
 ) {
+    // A stream import serves this node's subscribers only: the importer
+    // on every other node imports for its own (routes carry the exporter's
+    // messages there, since the import's subscription is propagated).
     let origin = if mapped {
         Origin::Import
     } else {
-        Origin::Internal
+        Origin::Local
     };
     let depth = HOPS.with(|h| h.get());
     if depth >= MAX_HOPS {
@@ -165,6 +168,12 @@ struct ServiceImport {
 }
 
 impl InternalHandler for ServiceImport {
+    /// Each node forwards its own clients' requests; peers' requesters
+    /// are served by their own node's import.
+    fn propagates(&self) -> bool {
+        false
+    }
+
     fn deliver(&self, msg: &Message<'_>, cx: &mut dyn Any) {
         let (Some(exporter), Some(importer)) = (self.exporter.upgrade(), self.importer.upgrade())
         else {

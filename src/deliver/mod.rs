@@ -38,6 +38,10 @@ pub enum Origin<'a> {
     Route { queues: &'a [Bytes] },
     /// The server itself.
     Internal,
+    /// The server itself, for this node's subscribers only: a stream
+    /// import republishing into the importer (every node imports for its
+    /// own subscribers, so forwarding would deliver twice).
+    Local,
     /// A service import forwarding a request into the exporter, or a
     /// response back to the requester: as `Internal`, but the account's
     /// subject mappings apply first (nats-server maps service imports,
@@ -51,7 +55,7 @@ impl Origin<'_> {
             Origin::Client { outlet, echo } => {
                 !*echo && sub.target.outlet().is_some_and(|o| Arc::ptr_eq(o, outlet))
             }
-            Origin::Route { .. } => sub.target.is_route(),
+            Origin::Route { .. } | Origin::Local => sub.target.is_route(),
             Origin::Internal | Origin::Import => false,
         }
     }
@@ -244,7 +248,7 @@ pub fn deliver_result(
                 continue;
             }
         }
-        if matches!(origin, Origin::Route { .. }) {
+        if matches!(origin, Origin::Route { .. } | Origin::Local) {
             continue;
         }
         if let Some(o) = pick_weighted(&group.remote) {

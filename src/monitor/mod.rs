@@ -5,6 +5,7 @@
 
 mod closed;
 mod http;
+mod routez;
 
 pub use http::{HEAD_READ_TIMEOUT, MAX_HEAD, WRITE_STALL_TIMEOUT, serve_connection};
 
@@ -35,7 +36,7 @@ pub fn route(ctx: &ServerContext, path: &str, query: &str) -> (u16, Value) {
     match path.trim_end_matches('/') {
         "" => (
             200,
-            json!({"endpoints": ["/varz", "/connz", "/accountz", "/subsz", "/healthz"]}),
+            json!({"endpoints": ["/varz", "/connz", "/routez", "/accountz", "/subsz", "/healthz"]}),
         ),
         "/healthz" => (200, json!({"status": "ok"})),
         "/varz" => (200, varz(ctx)),
@@ -60,6 +61,7 @@ pub fn route(ctx: &ServerContext, path: &str, query: &str) -> (u16, Value) {
             Err(e) => (400, json!({"error": e})),
         },
         "/subsz" | "/subscriptionsz" => (200, subsz(ctx)),
+        "/routez" => (200, routez::routez(ctx, flag("subs"))),
         _ => (404, json!({"error": "not found"})),
     }
 }
@@ -120,6 +122,23 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// The `cluster` section of /varz.
+fn cluster_json(ctx: &ServerContext) -> Value {
+    match ctx.cluster.get() {
+        None => json!({}),
+        Some(c) => json!({
+            "name": c.name,
+            "addr": c.listen_addr.ip().to_string(),
+            "cluster_port": c.listen_addr.port(),
+            "auth_timeout": c.opts.auth.as_ref().map(|a| a.timeout.as_secs_f64()).unwrap_or(0.0),
+            "urls": c.opts.routes.iter().map(|r| r.display.clone()).collect::<Vec<_>>(),
+            "tls_timeout": c.opts.tls.as_ref().map(|t| t.timeout.as_secs_f64()).unwrap_or(0.0),
+            "tls_required": c.opts.tls.is_some(),
+            "tls_verify": c.opts.tls.is_some(),
+        }),
+    }
+}
+
 pub(crate) fn varz(ctx: &ServerContext) -> Value {
     let o = ctx.opts();
     let now = SystemTime::now();
@@ -153,8 +172,10 @@ pub(crate) fn varz(ctx: &ServerContext) -> Value {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "connections": ctx.conns.len(),
         "total_connections": s.total_connections.load(Ordering::Relaxed),
-        "routes": 0,
-        "remotes": 0,
+        "routes": ctx.cluster.get().map(|c| c.num_routes()).unwrap_or(0),
+        "remotes": ctx.cluster.get().map(|c| c.num_routes()).unwrap_or(0),
+        "cluster": cluster_json(ctx),
+        "connect_urls": ctx.connect_urls(),
         "leafnodes": 0,
         "in_msgs": s.in_msgs.load(Ordering::Relaxed),
         "out_msgs": s.out_msgs.load(Ordering::Relaxed),

@@ -676,6 +676,29 @@ impl Outlet {
     }
 }
 
+/// Write all segments with vectored writes, resuming after partial writes.
+pub async fn write_segments<W: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    segs: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut idx = 0;
+    while idx < segs.len() {
+        if segs.len() - idx == 1 {
+            tokio::io::AsyncWriteExt::write_all(w, &segs[idx]).await?;
+            break;
+        }
+        let mut slices = [std::io::IoSlice::new(&[]); MAX_IOVECS];
+        let count = fill_iovecs(&mut slices, &segs[idx..]);
+        let n = tokio::io::AsyncWriteExt::write_vectored(w, &slices[..count]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        consume_written(segs, &mut idx, n);
+    }
+    segs.clear();
+    tokio::io::AsyncWriteExt::flush(w).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

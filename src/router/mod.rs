@@ -10,6 +10,7 @@
 //! invalidated per subject (data plane: no message passing per publish).
 
 pub mod cache;
+pub mod interest;
 pub mod shard;
 pub mod sublist;
 
@@ -35,6 +36,14 @@ use sublist::Sublist;
 /// import) joins the publisher's batch instead of flushing per message.
 pub trait InternalHandler: Send + Sync {
     fn deliver(&self, msg: &Message<'_>, cx: &mut dyn std::any::Any);
+
+    /// Whether route peers should send this handler their messages (its
+    /// interest is propagated with `RS+`). False for a handler that serves
+    /// only this server's clients, such as a service import, which every
+    /// node has for itself.
+    fn propagates(&self) -> bool {
+        true
+    }
 }
 
 /// Where a subscription's messages go.
@@ -216,6 +225,53 @@ pub struct Shard {
     pub(crate) actor: RwLock<Option<ActorRef<ShardMsg>>>,
     /// The account's lookup cache, which the shard invalidates per subject.
     pub(crate) cache: Arc<SharedCache>,
+    /// Local interest in this shard, counted for route peers (written by
+    /// the shard actor, or by the direct-removal fallback).
+    pub(crate) interest: parking_lot::Mutex<interest::Interest>,
+    /// Where interest changes go: the account's name and the server's bus.
+    pub(crate) notify: Option<(Arc<str>, Arc<interest::InterestBus>)>,
+}
+
+impl Shard {
+    /// Count `sub` in and tell peers if that changed what they know.
+    pub(crate) fn note_added(&self, sub: &Subscription) {
+        if let Some((account, bus)) = &self.notify
+            && let Some(n) = self.interest.lock().add(sub)
+        {
+            bus.changed(account, &sub.subject, sub.queue.as_deref(), n);
+        }
+    }
+
+    /// Count `sub` out and tell peers if that changed what they know.
+    pub(crate) fn note_removed(&self, sub: &Subscription) {
+        if let Some((account, bus)) = &self.notify
+            && let Some(n) = self.interest.lock().remove(sub)
+        {
+            bus.changed(account, &sub.subject, sub.queue.as_deref(), n);
+        }
+    }
+
+    /// Write this shard's whole interest to one (new) peer.
+    pub(crate) fn sync_peer(&self, peer: &Outlet) {
+        let Some((account, _)) = &self.notify else {
+            return;
+        };
+        let interest = self.interest.lock();
+        if interest.is_empty() {
+            return;
+        }
+        let mut b = bytes::BytesMut::new();
+        for (subject, queue, n) in interest.iter() {
+            interest::encode_interest(
+                &mut b,
+                account.as_bytes(),
+                subject,
+                queue.map(|q| &q[..]),
+                n,
+            );
+        }
+        interest::send_line(peer, &b);
+    }
 }
 
 #[derive(Debug)]
@@ -252,6 +308,15 @@ fn literal_prefix(subject: &[u8]) -> Option<&[u8]> {
 impl Router {
     /// `literal_shards` shards for literal prefixes, plus one wildcard shard.
     pub fn new(literal_shards: usize) -> Self {
+        Self::with_interest(literal_shards, None)
+    }
+
+    /// As `new`, telling route peers on `bus` of local interest in the
+    /// account `notify.0`.
+    pub fn with_interest(
+        literal_shards: usize,
+        notify: Option<(Arc<str>, Arc<interest::InterestBus>)>,
+    ) -> Self {
         let cache = Arc::new(SharedCache::default());
         let shards = (0..literal_shards.max(1) + 1)
             .map(|_| {
@@ -259,10 +324,29 @@ impl Router {
                     index: RwLock::new(Sublist::default()),
                     actor: RwLock::new(None),
                     cache: cache.clone(),
+                    interest: parking_lot::Mutex::new(interest::Interest::default()),
+                    notify: notify.clone(),
                 })
             })
             .collect();
         Router { shards, cache }
+    }
+
+    /// Ask every shard to write its local interest to a new route peer
+    /// (already registered on the bus). Shards without an actor (being
+    /// restarted) are synced in place.
+    pub fn sync_peer(&self, peer: &Arc<Outlet>) {
+        for shard in self.shards.iter() {
+            match Self::actor_of(shard) {
+                Ok(actor) if actor.cast(ShardMsg::Sync(peer.clone())).is_ok() => {}
+                _ => shard.sync_peer(peer),
+            }
+        }
+    }
+
+    /// Distinct (subject, queue) entries of local interest (for /routez).
+    pub fn interest_len(&self) -> usize {
+        self.shards.iter().map(|s| s.interest.lock().len()).sum()
     }
 
     pub fn shards(&self) -> &[Arc<Shard>] {

@@ -10,6 +10,9 @@ pub enum ShardMsg {
     /// Add a subscription; the reply is sent once it is matchable.
     Insert(Arc<Subscription>, RpcReplyPort<()>),
     Remove(Vec<Arc<Subscription>>),
+    /// Write the shard's local interest to a new route peer, in order
+    /// with the changes this actor makes (see `interest.rs`).
+    Sync(Arc<crate::outbound::Outlet>),
     /// Fault injection for the supervision tests.
     #[doc(hidden)]
     InjectPanic,
@@ -54,13 +57,15 @@ impl Actor for ShardActor {
                 // insert; its cleanup already ran, so do not resurrect it.
                 if !sub.is_closed() {
                     let subject = sub.subject.clone();
-                    shard.index.write().insert(sub);
+                    shard.index.write().insert(sub.clone());
                     shard.cache.invalidate(&subject);
+                    shard.note_added(&sub);
                 }
                 // The subscriber may have gone away; nothing to do then.
                 let _ = reply.send(());
             }
             ShardMsg::Remove(subs) => remove_now(shard, &subs),
+            ShardMsg::Sync(peer) => shard.sync_peer(&peer),
             ShardMsg::InjectPanic => panic!("injected fault in a subscription shard"),
         }
         Ok(())
@@ -69,19 +74,23 @@ impl Actor for ShardActor {
 
 /// Remove subscriptions from a shard's trie.
 pub(crate) fn remove_now(shard: &Shard, subs: &[Arc<Subscription>]) {
-    let mut removed = Vec::new();
+    let mut removed: Vec<&Arc<Subscription>> = Vec::new();
     {
         let mut index = shard.index.write();
         for sub in subs {
             if index.remove(sub) {
-                removed.push(&sub.subject);
+                removed.push(sub);
             }
         }
     }
+    for sub in &removed {
+        shard.note_removed(sub);
+    }
     // One invalidation per distinct pattern, after the trie write.
-    removed.sort_unstable();
-    removed.dedup();
-    for subject in removed {
+    let mut subjects: Vec<&bytes::Bytes> = removed.iter().map(|s| &s.subject).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    for subject in subjects {
         shard.cache.invalidate(subject);
     }
 }

@@ -3,6 +3,7 @@
 //! docs/ARCHITECTURE.md.
 
 mod claims;
+pub mod cluster;
 mod lame_duck;
 pub mod listener;
 pub mod logging;
@@ -30,6 +31,7 @@ use crate::client::{ClientSupMsg, CloseReason, ConnCtl, ConnShared};
 use crate::config::Options;
 use crate::monitor::{ClosedConn, MAX_CLOSED};
 use crate::protocol::info::{NATS_COMPAT_VERSION, ServerInfo};
+use crate::router::interest::InterestBus;
 use crate::tls::TlsOptions;
 use supervisor::{ServerSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -80,6 +82,8 @@ pub struct ServerContext {
     /// Operator mode: the account JWTs (fixed for the server's life; a
     /// reload cannot switch operator mode on or off).
     pub account_store: Option<Arc<crate::auth::resolver::AccountStore>>,
+    /// The cluster (routes), when a `cluster` block is configured.
+    pub cluster: std::sync::OnceLock<Arc<crate::route::Cluster>>,
 }
 
 /// The client TLS acceptor and the options it was built from.
@@ -169,7 +173,31 @@ impl ServerContext {
             max_payload: opts.max_payload,
             ldm: self.lame_duck.load(Ordering::Relaxed),
             rnats_version: VERSION.into(),
+            connect_urls: self.connect_urls(),
             ..Default::default()
+        }
+    }
+
+    /// Client URLs of this server and its peers (`connect_urls`), so
+    /// clients learn the other nodes; empty without a cluster.
+    pub fn connect_urls(&self) -> Vec<String> {
+        let Some(c) = self.cluster.get() else {
+            return Vec::new();
+        };
+        let peers = c.peer_client_urls();
+        if peers.is_empty() {
+            return Vec::new();
+        }
+        let mut urls: Vec<String> = c.own_client_urls().to_vec();
+        urls.extend(peers);
+        urls.dedup();
+        urls
+    }
+
+    /// Send every client an async INFO (the cluster's `connect_urls` changed).
+    pub fn broadcast_info(&self) {
+        if let Some(sup) = self.client_sup() {
+            let _ = sup.cast(ClientSupMsg::BroadcastInfo(self.async_info_line()));
         }
     }
 
@@ -345,6 +373,7 @@ impl Server {
             None
         };
         let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let route_listener = cluster::bind(&opts).await?;
         let https = if opts.https_port != 0 {
             let Some(tls) = &opts.tls else {
                 return Err(StartError(
@@ -404,7 +433,10 @@ impl Server {
             opts.server_name.clone()
         };
         let ctx = Arc::new(ServerContext {
-            accounts: Accounts::new(opts.router_shards),
+            accounts: Accounts::new(
+                opts.router_shards,
+                opts.cluster.as_ref().map(|_| InterestBus::new()),
+            ),
             accept_loops: AtomicUsize::new(0),
             lame_duck: AtomicBool::new(false),
             opts: RwLock::new(Arc::new(opts)),
@@ -423,7 +455,18 @@ impl Server {
             config_gen: AtomicU64::new(0),
             tls: RwLock::new(tls),
             account_store,
+            cluster: std::sync::OnceLock::new(),
         });
+        let cluster = match route_listener {
+            Some(l) => match cluster::build(&ctx, &l)? {
+                Some(c) => {
+                    let _ = ctx.cluster.set(c.clone());
+                    Some((c, Arc::new(l)))
+                }
+                None => None,
+            },
+            None => None,
+        };
         let opts = ctx.opts();
         tracing::info!("Starting rnats-server");
         tracing::info!("  Version:  {VERSION} (NATS protocol {NATS_COMPAT_VERSION})");
@@ -447,6 +490,7 @@ impl Server {
             client_listener: Some(Arc::new(client_listener)),
             http_listener: http_listener.map(Arc::new),
             https,
+            cluster,
         };
         let (supervisor, handle) = Actor::spawn(None, ServerSupervisor, args)
             .await

@@ -32,12 +32,15 @@ pub struct SupervisorArgs {
     pub(super) client_listener: Option<Arc<TcpListener>>,
     pub(super) http_listener: Option<Arc<TcpListener>>,
     pub(super) https: Option<(Arc<TcpListener>, tokio_rustls::TlsAcceptor)>,
+    /// The cluster and its route listener, when clustered.
+    pub(super) cluster: Option<(Arc<crate::route::Cluster>, Arc<TcpListener>)>,
 }
 
 pub struct SupervisorState {
     args: SupervisorArgs,
     children: Vec<(ActorCell, Child)>,
     budget: RestartBudget,
+    routes_waited: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +50,7 @@ enum Child {
     ClientListener,
     MonitorListener,
     HttpsListener,
+    Cluster,
 }
 
 pub struct ServerSupervisor;
@@ -86,10 +90,38 @@ impl ServerSupervisor {
                 *ctx.client_sup.write() = Some(a.clone());
                 a.get_cell()
             }
+            Child::Cluster => {
+                let Some((cluster, listener)) = st.args.cluster.clone() else {
+                    return Ok(());
+                };
+                let args = crate::route::supervisor::ClusterArgs { cluster, listener };
+                let (a, _) =
+                    Actor::spawn_linked(None, crate::route::ClusterSupervisor, args, sup).await?;
+                a.get_cell()
+            }
             Child::ClientListener => {
                 let Some(l) = st.args.client_listener.clone() else {
                     return Ok(());
                 };
+                // The first time only: hold clients back while the
+                // configured routes come up (bounded), so what they
+                // publish first reaches subscribers on the other nodes.
+                if !st.routes_waited {
+                    st.routes_waited = true;
+                    if let Some((cluster, _)) = &st.args.cluster {
+                        let peers = crate::route::supervisor::configured_peers(cluster);
+                        if !peers.is_empty()
+                            && !cluster
+                                .wait_configured(&peers, super::cluster::ROUTE_STARTUP_WAIT)
+                                .await
+                        {
+                            tracing::warn!(
+                                "not all configured routes answered within {:?}; accepting clients",
+                                super::cluster::ROUTE_STARTUP_WAIT
+                            );
+                        }
+                    }
+                }
                 Self::spawn_listener(&ctx, sup, l, ListenerKind::Client).await?
             }
             Child::MonitorListener => {
@@ -124,10 +156,12 @@ impl Actor for ServerSupervisor {
             args,
             children: Vec::new(),
             budget: RestartBudget::default_tree(),
+            routes_waited: false,
         };
         for child in [
             Child::Accounts,
             Child::Clients,
+            Child::Cluster,
             Child::ClientListener,
             Child::MonitorListener,
             Child::HttpsListener,

@@ -38,6 +38,7 @@
 
 pub mod dev;
 mod identity;
+pub mod route;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
