@@ -76,6 +76,12 @@ pub async fn run(
     let (rd, wr): (BoxRead, BoxWrite) = match (&solicit, &cluster.acceptor, &cluster.connector) {
         (None, Some(acceptor), _) => match crate::tls::accept(acceptor, tcp, tls_timeout).await {
             Ok(s) => {
+                if cluster.opts.tls_check_known_urls && !known_url_cert(&cluster, s.get_ref().1) {
+                    tracing::error!(
+                        "{peer} - rid:{rid} - route certificate names none of the configured route URLs"
+                    );
+                    return End::Failed("certificate not for a known route URL".into());
+                }
                 let (r, w) = tokio::io::split(s);
                 (Box::new(r), Box::new(w))
             }
@@ -443,9 +449,10 @@ impl Session {
             Some(link) => {
                 if info.server_id != link.remote_id && !info.server_id.is_empty() {
                     self.gossip(&info);
+                } else if info.ldm {
+                    self.cluster.peer_lame_duck(link);
                 }
-                // Other updates (lame duck, permissions) need nothing here:
-                // the peer's clients move on their own.
+                // Other updates (permissions) need nothing here.
                 Ok(())
             }
         }
@@ -505,6 +512,7 @@ impl Session {
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
             subs: AtomicUsize::new(0),
+            ldm: std::sync::atomic::AtomicBool::new(false),
         });
         let Some(others) = self.cluster.register(link.clone()) else {
             tracing::debug!(
@@ -650,6 +658,19 @@ impl Session {
         };
         self.outlet.close(reason);
     }
+}
+
+/// `verify_cert_and_check_known_urls`: the dialer's certificate must name
+/// (as a DNS SAN) the host of one of our configured route URLs.
+fn known_url_cert(cluster: &Cluster, conn: &rustls::ServerConnection) -> bool {
+    let Some(id) = crate::tls::peer_identity(conn) else {
+        return false;
+    };
+    cluster
+        .opts
+        .routes
+        .iter()
+        .any(|r| id.dns_names.iter().any(|d| d.eq_ignore_ascii_case(&r.host)))
 }
 
 /// Check a route password: plain in constant time, bcrypt on a blocking

@@ -86,6 +86,9 @@ pub struct RouteLink {
     pub in_bytes: AtomicU64,
     /// The peer's interest entries (RS+ minus RS-).
     pub subs: AtomicUsize,
+    /// The peer said it is in lame duck mode: its client URLs are no
+    /// longer offered to our clients.
+    pub ldm: std::sync::atomic::AtomicBool,
 }
 
 /// Restart counts and state per solicited URL (for /routez and logs).
@@ -271,6 +274,23 @@ impl Cluster {
         }
     }
 
+    /// Tell every peer we are in lame duck mode (an INFO with `ldm`).
+    pub fn announce_lame_duck(&self) {
+        let mut info = self.info();
+        info.ldm = true;
+        let line = info.to_line();
+        for r in self.routes() {
+            crate::router::interest::send_line(&r.outlet, &line);
+        }
+    }
+
+    /// A peer entered lame duck mode.
+    pub(crate) fn peer_lame_duck(&self, link: &RouteLink) {
+        if !link.ldm.swap(true, Ordering::Relaxed) && !link.info.connect_urls.is_empty() {
+            (self.on_urls_changed)();
+        }
+    }
+
     pub fn is_connected_to(&self, server_id: &str) -> bool {
         self.routes.lock().contains_key(server_id)
     }
@@ -311,6 +331,7 @@ impl Cluster {
             .routes
             .lock()
             .values()
+            .filter(|r| !r.ldm.load(Ordering::Relaxed))
             .flat_map(|r| r.info.connect_urls.iter().cloned())
             .collect();
         urls.sort();

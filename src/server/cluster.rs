@@ -75,15 +75,64 @@ impl AccountResolver for ServerResolver {
     }
 }
 
-/// This server's client URL (`host:port`) as peers should tell clients:
-/// the client listener's address, unless it listens on every interface;
-/// then none is told (`client_advertise` is not supported yet).
+/// This server's client URLs (`host:port`) as peers should tell clients:
+/// the client listener's address, or when it listens on every interface,
+/// one URL per global unicast address of this host (as nats-server).
 fn client_urls(ctx: &ServerContext) -> Vec<String> {
     let addr: SocketAddr = ctx.client_addr;
-    if addr.ip().is_unspecified() {
-        return Vec::new();
+    if !addr.ip().is_unspecified() {
+        return vec![addr.to_string()];
     }
-    vec![addr.to_string()]
+    let urls: Vec<String> = global_ips()
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, addr.port()).to_string())
+        .collect();
+    if urls.is_empty() {
+        tracing::error!("Address \"{}\" can not be resolved properly", addr.ip());
+    }
+    urls
+}
+
+/// The host's global unicast addresses (not loopback, link-local or
+/// unspecified), from getifaddrs(3).
+fn global_ips() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then
+    // free with freeifaddrs; every pointer is checked for null before use.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let sa = (*cur).ifa_addr;
+            if !sa.is_null() {
+                match i32::from((*sa).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(sa as *const libc::sockaddr_in);
+                        let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                        if !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified() {
+                            out.push(IpAddr::V4(ip));
+                        }
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(sa as *const libc::sockaddr_in6);
+                        let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                        let link_local = (ip.segments()[0] & 0xffc0) == 0xfe80;
+                        if !ip.is_loopback() && !link_local && !ip.is_unspecified() {
+                            out.push(IpAddr::V6(ip));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
 }
 
 /// Build the cluster for a server whose options have a `cluster` block.

@@ -26,6 +26,10 @@ impl Server {
         let opts = ctx.opts();
         tracing::info!("Entering lame duck mode, stop accepting new clients");
         let _ = self.supervisor.cast(SupervisorMsg::StopAccepting);
+        // Peers stop offering our client URL to their clients.
+        if let Some(c) = ctx.cluster.get() {
+            c.announce_lame_duck();
+        }
         if ctx.conns.is_empty() {
             return;
         }
