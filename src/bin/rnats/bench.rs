@@ -45,8 +45,11 @@ pub struct BenchArgs {
     #[arg(long)]
     no_progress: bool,
     /// Subscribers (repliers) connect here instead, e.g. with another
-    /// user's credentials to measure across accounts (imports)
-    #[arg(long, value_name = "URL")]
+    /// user's credentials to measure across accounts (imports), or to
+    /// other nodes of a cluster; several comma-separated URLs spread the
+    /// subscribers over them. Publishing waits until their interest has
+    /// reached the publishers' server.
+    #[arg(long, value_name = "URL[,URL...]")]
     sub_server: Option<String>,
 }
 
@@ -97,10 +100,19 @@ pub async fn run(
         Ok(Arc::new(target))
     };
     let target = make_target(server)?;
-    let sub_target = match &args.sub_server {
-        Some(url) => make_target(url)?,
-        None => target.clone(),
+    // Several URLs (comma-separated): subscribers spread over them, e.g.
+    // over the other nodes of a cluster.
+    let sub_targets: Vec<Arc<Target>> = match &args.sub_server {
+        Some(urls) => urls
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(|u| make_target(u.trim()))
+            .collect::<Result<_, _>>()?,
+        None => vec![target.clone()],
     };
+    if sub_targets.is_empty() {
+        return Err("--sub-server needs a URL".into());
+    }
     let progress = if args.no_progress || args.json || args.msgs < 200_000 {
         ProgressBar::hidden()
     } else {
@@ -112,9 +124,9 @@ pub async fn run(
         pb
     };
     let r = if args.request {
-        run_request(&target, &sub_target, &args, size, &progress).await?
+        run_request(&target, &sub_targets, &args, size, &progress).await?
     } else {
-        run_pubsub(&target, &sub_target, &args, size, &progress).await?
+        run_pubsub(&target, &sub_targets, &args, size, &progress).await?
     };
     progress.finish_and_clear();
     report(&args, &r);
@@ -188,7 +200,7 @@ fn share(total: u64, n: usize, i: usize) -> u64 {
 
 async fn run_pubsub(
     target: &Arc<Target>,
-    sub_target: &Arc<Target>,
+    sub_targets: &[Arc<Target>],
     args: &BenchArgs,
     size: usize,
     progress: &ProgressBar,
@@ -205,6 +217,7 @@ async fn run_pubsub(
     let ready = Arc::new(Barrier::new(args.subs + 1));
     let mut sub_tasks = Vec::new();
     for i in 0..args.subs {
+        let sub_target = &sub_targets[i % sub_targets.len()];
         let mut conn = Conn::connect(sub_target, &format!("rnats-bench-sub-{i}")).await?;
         let sub_line = match &args.queue {
             Some(q) => format!("SUB {} {q} 1\r\n", args.subject),
@@ -212,6 +225,12 @@ async fn run_pubsub(
         };
         conn.wr.write_all(sub_line.as_bytes()).await?;
         conn.flush().await?;
+        if args.sub_server.is_some() && size > 0 {
+            // Subscribers on another server of a cluster: wait until their
+            // interest has reached the publishers' server (an empty probe
+            // message arrives), or the first messages would be dropped.
+            await_probe(target, &args.subject, &mut conn).await?;
+        }
         let ready = ready.clone();
         let group_received = group_received.clone();
         let done = done.clone();
@@ -331,6 +350,10 @@ async fn subscriber(
         let mut pong = false;
         let mut got = 0u64;
         raw::parse_deliveries(&mut buf, &mut pong, |d| {
+            // A late interest probe (see `await_probe`) is not a message.
+            if size > 0 && d.payload.is_empty() {
+                return;
+            }
             got += 1;
             if size >= 8 && d.payload.len() >= 8 {
                 let mut ts = [0u8; 8];
@@ -371,9 +394,52 @@ async fn subscriber(
     }
 }
 
+/// Publish empty probes on `subject` at the publishers' server until one
+/// reaches `conn` (bounded: 10 s).
+async fn await_probe(target: &Arc<Target>, subject: &str, conn: &mut Conn) -> Result<(), Error> {
+    let mut prober = Conn::connect(target, "rnats-bench-probe").await?;
+    let probe = format!("PUB {subject} 0\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        prober.wr.write_all(probe.as_bytes()).await?;
+        prober.wr.flush().await?;
+        let until = Instant::now() + Duration::from_millis(20);
+        loop {
+            let mut pong = false;
+            let mut seen = false;
+            raw::parse_deliveries(&mut conn.buf, &mut pong, |d| {
+                seen |= d.payload.is_empty();
+            })?;
+            if pong {
+                conn.wr.write_all(b"PONG\r\n").await?;
+            }
+            if seen {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(
+                    "subscriber interest did not reach the publishers' server in 10s".into(),
+                );
+            }
+            conn.buf.reserve(4096);
+            match tokio::time::timeout_at(
+                tokio::time::Instant::from_std(until),
+                conn.rd.read_buf(&mut conn.buf),
+            )
+            .await
+            {
+                Ok(Ok(0)) => return Err("server closed the subscriber".into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 async fn run_request(
     target: &Arc<Target>,
-    sub_target: &Arc<Target>,
+    sub_targets: &[Arc<Target>],
     args: &BenchArgs,
     size: usize,
     progress: &ProgressBar,
@@ -384,11 +450,17 @@ async fn run_request(
     let stop = CancellationToken::new();
     let mut repliers = Vec::new();
     for i in 0..args.subs {
+        let sub_target = &sub_targets[i % sub_targets.len()];
         let mut conn = Conn::connect(sub_target, &format!("rnats-bench-replier-{i}")).await?;
         conn.wr
             .write_all(format!("SUB {} rnats-bench-repliers 1\r\n", args.subject).as_bytes())
             .await?;
         conn.flush().await?;
+        if args.sub_server.is_some() {
+            // Repliers on another server of a cluster (a probe has no
+            // reply subject, so repliers ignore it).
+            await_probe(target, &args.subject, &mut conn).await?;
+        }
         let stop = stop.clone();
         repliers.push(tokio::spawn(replier(conn, stop)));
     }
