@@ -211,13 +211,17 @@ def find_rnats_cli():
 
 def ensure_certs(cert_dir=CERT_DIR):
     """Make the dev certificates unless they are all there already."""
-    if all(os.path.isfile(os.path.join(cert_dir, f)) for f in CERT_FILES + ["route-ca.pem"]):
+    if all(os.path.isfile(os.path.join(cert_dir, f)) for f in CERT_FILES):
         return False
     cli = find_rnats_cli()
     r = subprocess.run([cli, "certs", "dev", cert_dir, "--force"],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise ClusterError(f"rnats certs dev failed: {r.stderr.strip()}")
+    missing = [f for f in CERT_FILES if not os.path.isfile(os.path.join(cert_dir, f))]
+    if missing:
+        raise ClusterError(f"{cli} certs dev did not write {', '.join(missing)} "
+                           "(an rnats CLI from before the route CA? rebuild it)")
     return True
 
 
