@@ -246,7 +246,8 @@ def route_summary(rz):
     """(peer server names, connection count, restarts or None) from /routez.
 
     nats-server opens several connections per peer (a pool, plus one for the
-    system account), so peers are counted by name, not by connection."""
+    system account), so peers are counted by name, not by connection.
+    Restarts: rnats's `restarts` (absent from nats-server's /routez)."""
     if rz is None:
         return None, 0, None
     routes = rz.get("routes") or []
@@ -256,6 +257,11 @@ def route_summary(rz):
         peers.add(r.get("remote_name") or r.get("remote_id") or "?")
         if "restarts" in r:
             restarts = (restarts or 0) + int(r.get("restarts") or 0)
+    # rnats also lists every configured route it dials, connected or not,
+    # with its restarts: the complete count when present.
+    solicited = rz.get("solicited")
+    if isinstance(solicited, list) and any("restarts" in s for s in solicited):
+        restarts = sum(int(s.get("restarts") or 0) for s in solicited)
     return peers, len(routes), restarts
 
 
