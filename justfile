@@ -34,3 +34,21 @@ fuzz-config:
 # Everything CI does
 ci:
     bash .ci/run
+
+# Start a local three-node cluster (scripts/cluster up: -n N, --tls, --bin PATH)
+cluster-up *ARGS:
+    cargo build --release --bins
+    python3 scripts/cluster up {{ARGS}}
+
+# Stop the local cluster
+cluster-down:
+    python3 scripts/cluster down
+
+# Pid, state and routes of every node of the local cluster
+cluster-status:
+    python3 scripts/cluster status
+
+# Faults under load on a three-node cluster (scripts/chaos: --quick, --bin PATH)
+chaos *ARGS:
+    cargo build --release --bins
+    python3 scripts/chaos {{ARGS}}
