@@ -164,6 +164,9 @@ pub async fn run(
     end
 }
 
+/// A peer's interest entry: (account, subject, queue).
+type InterestKey = (Bytes, Bytes, Option<Bytes>);
+
 /// Why the reader stopped, with the `-ERR` to send first, if any.
 enum Stop {
     End(End),
@@ -180,7 +183,7 @@ struct Session {
     connected: bool,
     link: Option<Arc<RouteLink>>,
     /// The peer's interest: (account, subject, queue) → its subscription.
-    subs: FxHashMap<(Bytes, Bytes, Option<Bytes>), (Arc<Account>, Arc<Subscription>)>,
+    subs: FxHashMap<InterestKey, (Arc<Account>, Arc<Subscription>)>,
     /// Accounts the peer named, resolved once (None: unknown here).
     accounts: FxHashMap<Bytes, Option<(Arc<Account>, LookupCache)>>,
     batch: Batch,

@@ -393,7 +393,7 @@ async fn solicit(cluster: Arc<Cluster>, url: RouteUrl, implicit: bool) -> Option
                 attempts += 1;
                 cluster.note_solicit(&url, |x| x.last_error = Some(format!("dial: {e}")));
                 cluster.note_first_outcome(&url);
-                if attempts == 1 || attempts % 30 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(30) {
                     tracing::debug!("Error trying to connect to route {}: {e}", url.display);
                 }
                 if implicit && retries_spent(&cluster, attempts) {
