@@ -378,6 +378,33 @@ async fn wait_log_count(server: &mut Proc, needle: &str, n: usize) -> String {
     }
 }
 
+/// The real binary on `file` (holding `text`): the process and its client
+/// address.
+async fn spawn_on(dir: &TempDir, file: &std::path::Path, text: &str) -> (Proc, SocketAddr) {
+    std::fs::write(file, text).unwrap();
+    let mut server = Proc::spawn(
+        RNATS_BIN,
+        &["-c", file.to_str().unwrap()],
+        &dir.path("s.log"),
+    );
+    let port = server.client_port().await;
+    (server, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Write `text` to `file`, send SIGHUP, and return the log line of the
+/// `n`th (0-based) refused reload.
+async fn refused_reload(server: &mut Proc, file: &std::path::Path, text: &str, n: usize) -> String {
+    const FAILED: &str = "Failed to reload server configuration";
+    std::fs::write(file, text).unwrap();
+    server.signal(libc::SIGHUP);
+    let log = wait_log_count(server, FAILED, n + 1).await;
+    log.lines()
+        .filter(|l| l.contains(FAILED))
+        .nth(n)
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_bad_file_keeps_the_running_configuration() {
     let dir = TempDir::new("cfg-hup");
@@ -385,14 +412,7 @@ async fn sighup_with_a_bad_file_keeps_the_running_configuration() {
     let good = "listen: \"127.0.0.1:-1\"\n\
                 authorization {\n  users: [ {user: alice, password: \"alice-pw\"} ]\n}\n\
                 auth_limits { max_failures: 0 }\n";
-    std::fs::write(&file, good).unwrap();
-    let mut server = Proc::spawn(
-        RNATS_BIN,
-        &["-c", file.to_str().unwrap()],
-        &dir.path("s.log"),
-    );
-    let port = server.client_port().await;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut server, addr) = spawn_on(&dir, &file, good).await;
     let mut alice = Raw::handshake(addr, &login("alice", "alice-pw")).await;
 
     // Each bad file: one that does not parse as options (an unknown key,
@@ -409,14 +429,7 @@ async fn sighup_with_a_bad_file_keeps_the_running_configuration() {
         ),
     ];
     for (i, bad) in bad_files.iter().enumerate() {
-        std::fs::write(&file, bad).unwrap();
-        server.signal(libc::SIGHUP);
-        let log = wait_log_count(&mut server, "Failed to reload server configuration", i + 1).await;
-        let line = log
-            .lines()
-            .filter(|l| l.contains("Failed to reload server configuration"))
-            .nth(i)
-            .unwrap();
+        let line = refused_reload(&mut server, &file, bad, i).await;
         assert!(
             line.contains("[ERR]") && line.contains(&format!("{}:", file.display())),
             "{line}"
@@ -613,14 +626,7 @@ async fn sighup_refuses_a_cluster_change() {
     let dir = TempDir::new("cfg-cluster-hup");
     let file = dir.path("server.conf");
     let good = "listen: \"127.0.0.1:-1\"\ncluster {\n  listen: \"127.0.0.1:-1\"\n  name: east\n}\n";
-    std::fs::write(&file, good).unwrap();
-    let mut server = Proc::spawn(
-        RNATS_BIN,
-        &["-c", file.to_str().unwrap()],
-        &dir.path("s.log"),
-    );
-    let port = server.client_port().await;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut server, addr) = spawn_on(&dir, &file, good).await;
     let changed = [
         good.replace(
             "name: east",
@@ -638,14 +644,7 @@ async fn sighup_refuses_a_cluster_change() {
         "config reload not supported for cluster port: old=-1, new=7333",
     ];
     for (i, (text, want)) in changed.iter().zip(wants).enumerate() {
-        std::fs::write(&file, text).unwrap();
-        server.signal(libc::SIGHUP);
-        let log = wait_log_count(&mut server, "Failed to reload server configuration", i + 1).await;
-        let line = log
-            .lines()
-            .filter(|l| l.contains("Failed to reload server configuration"))
-            .nth(i)
-            .unwrap();
+        let line = refused_reload(&mut server, &file, text, i).await;
         assert!(line.contains(want), "{line}");
         let mut c = Raw::handshake(addr, r#"{"verbose":false}"#).await;
         c.send(b"SUB x 1\r\nPUB x 2\r\nok\r\n").await;
