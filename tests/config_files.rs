@@ -10,12 +10,18 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use rnats::tls::dev::{DevOptions, DevPki};
 
 /// `BIN -t -c FILE`: (exit success, stdout + stderr). Bounded: the check
 /// must exit on its own.
 fn check(bin: &str, file: &str) -> (bool, String) {
+    check_args(bin, &["-t", "-c", file])
+}
+
+/// `BIN ARGS` (a `-t` check): (exit success, stdout + stderr).
+fn check_args(bin: &str, args: &[&str]) -> (bool, String) {
     let mut child = Command::new(bin)
-        .args(["-t", "-c", file])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -26,7 +32,7 @@ fn check(bin: &str, file: &str) -> (bool, String) {
         if std::time::Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{bin} -t {file} did not exit");
+            panic!("{bin} {args:?} did not exit");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -67,10 +73,59 @@ fn bad_configs(dir: &TempDir) -> Vec<(&'static str, String, usize, &'static str)
             "\"jetstream\" in an account is not supported",
         ),
         (
-            "cluster",
-            "cluster { port: 6222 }\n".into(),
+            "cluster_pool",
+            "cluster {\n  port: 6222\n  pool_size: 3\n}\n".into(),
+            3,
+            "\"pool_size\" in cluster is not supported by rnats yet",
+        ),
+        (
+            "cluster_no_port",
+            "cluster {\n  name: east\n}\n".into(),
             1,
-            "\"cluster\" is not supported",
+            "cluster has no port",
+        ),
+        (
+            "cluster_name_spaces",
+            "cluster {\n  port: 6222\n  name: \"a b\"\n}\n".into(),
+            3,
+            "cluster name cannot contain spaces",
+        ),
+        (
+            "cluster_bad_url",
+            "cluster {\n  port: 6222\n  routes: [\n    \"nats://[::1\"\n  ]\n}\n".into(),
+            4,
+            "error parsing route url",
+        ),
+        (
+            "cluster_url_no_port",
+            "cluster {\n  port: 6222\n  routes: [\n    nats-route://u:secret@h\n  ]\n}\n".into(),
+            4,
+            "nats-route://u:[REDACTED]@h: no port",
+        ),
+        (
+            "cluster_user_no_password",
+            "cluster {\n  port: 6222\n  authorization {\n    user: r\n  }\n}\n".into(),
+            3,
+            "has a user but no password",
+        ),
+        (
+            // Route TLS is always mutual against ca_file only.
+            "cluster_tls_no_ca",
+            format!(
+                "cluster {{\n  port: 6222\n  tls {{\n    cert_file: \"{cert}\"\n    \
+                 key_file: \"{cert}\"\n  }}\n}}\n"
+            ),
+            3,
+            "cluster tls needs \"ca_file\"",
+        ),
+        (
+            "cluster_tls_missing_ca",
+            format!(
+                "cluster {{\n  port: 6222\n  tls {{\n    cert_file: \"{cert}\"\n    \
+                 key_file: \"{cert}\"\n    ca_file: \"{missing}\"\n  }}\n}}\n"
+            ),
+            6,
+            "cannot read cluster tls ca_file",
         ),
         (
             "resolver",
@@ -171,6 +226,7 @@ fn config_check_refuses_bad_files_with_their_position() {
         assert!(out.contains(&at), "{name}: no {at} in {out:?}");
         assert!(out.contains(needle), "{name}: no {needle:?} in {out:?}");
         assert!(!out.contains("panicked"), "{name}: {out}");
+        assert!(!out.contains("secret"), "{name}: a password in {out}");
     }
 }
 
@@ -232,9 +288,11 @@ fn nats_server_refuses_the_same_files() {
     };
     let nats = nats.to_str().unwrap().to_string();
     let dir = TempDir::new("cfg-diff");
-    // Cases where nats-server refuses too. (It accepts `accounts`,
-    // `cluster` and `resolver`, which it implements, and only refuses
-    // `-1s`-style negatives for some keys; those are rnats-only refusals.)
+    // Cases where nats-server refuses too. (It accepts `accounts` and
+    // `resolver`, which it implements, the cluster cases it would run
+    // with (no port, pooling, a route URL without port or password, route
+    // TLS trusting the system roots), and only refuses `-1s`-style
+    // negatives for some keys; those are rnats-only refusals.)
     let shared = [
         "unknown",
         "operator",
@@ -247,6 +305,9 @@ fn nats_server_refuses_the_same_files() {
         "missing_ca",
         "missing_cert",
         "lame_duck_short",
+        "cluster_name_spaces",
+        "cluster_bad_url",
+        "cluster_tls_missing_ca",
     ];
     for (name, text, _, _) in bad_configs(&dir) {
         if !shared.contains(&name) {
@@ -317,6 +378,33 @@ async fn wait_log_count(server: &mut Proc, needle: &str, n: usize) -> String {
     }
 }
 
+/// The real binary on `file` (holding `text`): the process and its client
+/// address.
+async fn spawn_on(dir: &TempDir, file: &std::path::Path, text: &str) -> (Proc, SocketAddr) {
+    std::fs::write(file, text).unwrap();
+    let mut server = Proc::spawn(
+        RNATS_BIN,
+        &["-c", file.to_str().unwrap()],
+        &dir.path("s.log"),
+    );
+    let port = server.client_port().await;
+    (server, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Write `text` to `file`, send SIGHUP, and return the log line of the
+/// `n`th (0-based) refused reload.
+async fn refused_reload(server: &mut Proc, file: &std::path::Path, text: &str, n: usize) -> String {
+    const FAILED: &str = "Failed to reload server configuration";
+    std::fs::write(file, text).unwrap();
+    server.signal(libc::SIGHUP);
+    let log = wait_log_count(server, FAILED, n + 1).await;
+    log.lines()
+        .filter(|l| l.contains(FAILED))
+        .nth(n)
+        .unwrap()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_bad_file_keeps_the_running_configuration() {
     let dir = TempDir::new("cfg-hup");
@@ -324,14 +412,7 @@ async fn sighup_with_a_bad_file_keeps_the_running_configuration() {
     let good = "listen: \"127.0.0.1:-1\"\n\
                 authorization {\n  users: [ {user: alice, password: \"alice-pw\"} ]\n}\n\
                 auth_limits { max_failures: 0 }\n";
-    std::fs::write(&file, good).unwrap();
-    let mut server = Proc::spawn(
-        RNATS_BIN,
-        &["-c", file.to_str().unwrap()],
-        &dir.path("s.log"),
-    );
-    let port = server.client_port().await;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut server, addr) = spawn_on(&dir, &file, good).await;
     let mut alice = Raw::handshake(addr, &login("alice", "alice-pw")).await;
 
     // Each bad file: one that does not parse as options (an unknown key,
@@ -348,14 +429,7 @@ async fn sighup_with_a_bad_file_keeps_the_running_configuration() {
         ),
     ];
     for (i, bad) in bad_files.iter().enumerate() {
-        std::fs::write(&file, bad).unwrap();
-        server.signal(libc::SIGHUP);
-        let log = wait_log_count(&mut server, "Failed to reload server configuration", i + 1).await;
-        let line = log
-            .lines()
-            .filter(|l| l.contains("Failed to reload server configuration"))
-            .nth(i)
-            .unwrap();
+        let line = refused_reload(&mut server, &file, bad, i).await;
         assert!(
             line.contains("[ERR]") && line.contains(&format!("{}:", file.display())),
             "{line}"
@@ -384,4 +458,200 @@ async fn sighup_with_a_bad_file_keeps_the_running_configuration() {
     server.wait_log("Reloaded server configuration").await;
     Raw::handshake(addr, &login("carol", "carol-pw")).await;
     assert_refused(addr, &login("alice", "alice-pw")).await;
+}
+
+/// Cluster files both servers accept (route certificates from the dev
+/// PKI, so nats-server can load them): (name, text).
+fn good_cluster_configs(dir: &TempDir) -> Vec<(&'static str, String)> {
+    DevPki::generate(&DevOptions::default())
+        .expect("dev PKI")
+        .write_to(&dir.0, true)
+        .expect("write PKI");
+    let (cert, key, ca) = (
+        dir.path("route-cert.pem").display().to_string(),
+        dir.path("route-key.pem").display().to_string(),
+        dir.path("ca.pem").display().to_string(),
+    );
+    let hash = "$2a$11$W2zko751KUvVy59mUTWmpOdWjpEm5qhcCZRd05GjI/sSOT.xtiHyG";
+    vec![
+        (
+            "full",
+            format!(
+                "listen: \"127.0.0.1:-1\"\n\
+                 cluster {{\n  name: east\n  listen: \"127.0.0.1:-1\"\n  \
+                 routes: [\n    nats-route://ru:p%40ss@127.0.0.1:7222\n    \
+                 \"nats://[::1]:7223\"\n    tls://localhost:7224\n  ]\n  \
+                 advertise: \"east-1.example.com:7222\"\n  no_advertise: true\n  \
+                 connect_retries: 5\n  \
+                 authorization {{\n    user: ru\n    password: \"{hash}\"\n    timeout: \"3s\"\n  }}\n  \
+                 tls {{\n    cert_file: \"{cert}\"\n    key_file: \"{key}\"\n    ca_file: \"{ca}\"\n    \
+                 verify: true\n    verify_cert_and_check_known_urls: true\n    timeout: \"3s\"\n  }}\n  \
+                 ping_interval: \"10s\"\n  ping_max: 4\n  pool_size: -1\n  compression: off\n}}\n"
+            ),
+        ),
+        ("minimal", "cluster { port: -1 }\n".into()),
+        (
+            "host_port",
+            "cluster {\n  host: 127.0.0.1\n  port: 6222\n  routes = [\n    nats://127.0.0.1:6223\n  ]\n}\n"
+                .into(),
+        ),
+        (
+            "v6_advertise",
+            "cluster {\n  listen: \"[::1]:6222\"\n  cluster_advertise: \"[::1]\"\n  compression: false\n}\n"
+                .into(),
+        ),
+    ]
+}
+
+/// rnats accepts these cluster files without a warning, and so does
+/// nats-server (whose `-t` fails on warnings) when it is on PATH.
+#[test]
+fn cluster_configs_are_accepted_by_both_servers() {
+    let dir = TempDir::new("cfg-cluster-good");
+    let nats = on_path("nats-server");
+    if nats.is_none() {
+        println!("nats-server not on PATH: checking rnats-server only");
+    }
+    for (name, text) in good_cluster_configs(&dir) {
+        let file = dir.path(&format!("{name}.conf"));
+        std::fs::write(&file, &text).expect("write config");
+        let path = file.to_str().unwrap();
+        let (ok, out) = check(RNATS_BIN, path);
+        assert!(ok && !out.contains("warning"), "{name}: {out}\n{text}");
+        if let Some(nats) = &nats {
+            let (ok, out) = check(nats.to_str().unwrap(), path);
+            assert!(ok, "{name}: nats-server refused it: {out}\n{text}");
+        }
+    }
+}
+
+/// nats-server's cluster flags, through the binary (Go-style single dash
+/// too); flags override the file.
+#[test]
+fn cluster_flags() {
+    let dir = TempDir::new("cfg-cluster-flags");
+    let no_port = dir.path("no-port.conf");
+    std::fs::write(&no_port, "cluster {\n  name: east\n}\n").unwrap();
+    let no_port = no_port.to_str().unwrap();
+    let with_port = dir.path("port.conf");
+    std::fs::write(&with_port, "cluster {\n  port: 6222\n}\n").unwrap();
+    let with_port = with_port.to_str().unwrap();
+    let accepted: &[&[&str]] = &[
+        &[
+            "-t",
+            "-cluster",
+            "nats://127.0.0.1:-1",
+            "-routes",
+            "nats://127.0.0.1:7222, nats://127.0.0.1:7223",
+            "-cluster_name",
+            "east",
+            "-cluster_advertise",
+            "127.0.0.1:7000",
+            "-no_advertise",
+            "-connect_retries",
+            "3",
+        ],
+        &["-t", "--cluster_listen", "nats://ru:rp@127.0.0.1:6222"],
+        // The flag gives the file's cluster its port.
+        &["-t", "-c", no_port, "--cluster", "nats://127.0.0.1:-1"],
+        // "" turns the file's cluster off.
+        &["-t", "-c", no_port, "--cluster", ""],
+    ];
+    for args in accepted {
+        let (ok, out) = check_args(RNATS_BIN, args);
+        assert!(ok, "{args:?}: {out}");
+    }
+    let refused: &[(&[&str], &str)] = &[
+        (
+            &["-t", "--routes", "nats://127.0.0.1:7222"],
+            "solicited routes require cluster capabilities, e.g. --cluster",
+        ),
+        (
+            &[
+                "-t",
+                "-c",
+                with_port,
+                "--cluster",
+                "",
+                "--routes",
+                "nats://h:1",
+            ],
+            "solicited routes require cluster capabilities",
+        ),
+        (
+            &["-t", "--cluster", "nats://ru@127.0.0.1:6222"],
+            "expected cluster password to be set",
+        ),
+        (&["-t", "--cluster", "127.0.0.1:6222"], "invalid --cluster"),
+        (
+            &[
+                "-t",
+                "--cluster",
+                "nats://127.0.0.1:-1",
+                "--cluster_name",
+                "a b",
+            ],
+            "cluster name cannot contain spaces",
+        ),
+        (
+            &[
+                "-t",
+                "--cluster",
+                "nats://127.0.0.1:-1",
+                "--routes",
+                "nats://u:secret@h",
+            ],
+            "nats://u:[REDACTED]@h: no port",
+        ),
+        (
+            &["-t", "--cluster_name", "east"],
+            "--cluster_name needs a cluster",
+        ),
+        (&["-t", "-c", no_port], "cluster has no port"),
+    ];
+    for (args, want) in refused {
+        let (ok, out) = check_args(RNATS_BIN, args);
+        assert!(
+            !ok && out.contains(want),
+            "{args:?}: want {want:?} in {out}"
+        );
+        assert!(!out.contains("secret"), "{args:?}: a password in {out}");
+    }
+}
+
+/// Any cluster change on SIGHUP is refused with nats-server's wording and
+/// the running configuration stays; an unchanged cluster reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_refuses_a_cluster_change() {
+    let dir = TempDir::new("cfg-cluster-hup");
+    let file = dir.path("server.conf");
+    let good = "listen: \"127.0.0.1:-1\"\ncluster {\n  listen: \"127.0.0.1:-1\"\n  name: east\n}\n";
+    let (mut server, addr) = spawn_on(&dir, &file, good).await;
+    let changed = [
+        good.replace(
+            "name: east",
+            "name: east\n  routes: [nats://127.0.0.1:7222]",
+        ),
+        good.replace("name: east", "name: west"),
+        good.replace(
+            "  listen: \"127.0.0.1:-1\"\n",
+            "  listen: \"127.0.0.1:7333\"\n",
+        ),
+    ];
+    let wants = [
+        "config reload not supported for Cluster",
+        "config reload not supported for Cluster",
+        "config reload not supported for cluster port: old=-1, new=7333",
+    ];
+    for (i, (text, want)) in changed.iter().zip(wants).enumerate() {
+        let line = refused_reload(&mut server, &file, text, i).await;
+        assert!(line.contains(want), "{line}");
+        let mut c = Raw::handshake(addr, r#"{"verbose":false}"#).await;
+        c.send(b"SUB x 1\r\nPUB x 2\r\nok\r\n").await;
+        let (lines, msgs) = c.ping_collect().await;
+        assert!(lines.is_empty() && msgs.len() == 1, "{lines:?} {msgs:?}");
+    }
+    std::fs::write(&file, good).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_log("Reloaded server configuration").await;
 }

@@ -89,6 +89,24 @@ struct Cli {
     /// Authorization token required for connections
     #[arg(long = "auth")]
     auth: Option<String>,
+    /// Cluster URL for solicited routes: nats://[user:pass@]host:port ("" turns clustering off)
+    #[arg(long = "cluster", visible_alias = "cluster_listen", value_name = "URL")]
+    cluster: Option<String>,
+    /// Routes to solicit and connect (comma separated URLs)
+    #[arg(long = "routes", value_name = "URLS")]
+    routes: Option<String>,
+    /// Cluster name (default: one is generated)
+    #[arg(long = "cluster_name", value_name = "NAME")]
+    cluster_name: Option<String>,
+    /// Cluster host[:port] to advertise to other servers
+    #[arg(long = "cluster_advertise", value_name = "HOSTPORT")]
+    cluster_advertise: Option<String>,
+    /// Do not advertise known cluster information to clients
+    #[arg(long = "no_advertise", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    no_advertise: Option<bool>,
+    /// For implicit routes, number of connect retries
+    #[arg(long = "connect_retries", value_name = "N")]
+    connect_retries: Option<i32>,
     /// JetStream is not part of rnats (accepted and ignored with a warning)
     #[arg(long = "jetstream")]
     jetstream: bool,
@@ -290,6 +308,15 @@ fn apply_flags(cli: &Cli, opts: &mut Options) -> Result<(), String> {
         }
         opts.tls = Some(tls);
     }
+    rnats::config::cluster::ClusterFlags {
+        listen: cli.cluster.clone(),
+        routes: cli.routes.clone(),
+        name: cli.cluster_name.clone(),
+        advertise: cli.cluster_advertise.clone(),
+        no_advertise: cli.no_advertise.unwrap_or(false),
+        connect_retries: cli.connect_retries,
+    }
+    .apply(opts)?;
     if cli.jetstream || cli.store_dir.is_some() {
         opts.warnings
             .push("JetStream is not part of rnats; -js/--store_dir are ignored".into());

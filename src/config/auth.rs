@@ -206,22 +206,8 @@ impl AuthConfig {
                 "password" | "pass" => cfg.password = Some(secret(val, &lk)?),
                 "token" => cfg.token = Some(secret(val, &lk)?),
                 "timeout" => {
-                    let t = conf::duration(val, &lk)?;
-                    // nats-server's warning: `timeout: 2m` unquoted is two
-                    // million seconds (a size), not two minutes.
-                    if t > Duration::from_secs(60) {
-                        cx.warn(
-                            val,
-                            format!(
-                                "timeout of {:?} is high, consider keeping it under 60 \
-                                 seconds. possibly caused by unquoted duration; use '1m' \
-                                 instead of 1m, for example",
-                                t
-                            ),
-                        );
-                    }
                     cx.record("authorization.timeout", val);
-                    cfg.timeout = Some(t);
+                    cfg.timeout = Some(timeout(val, &lk, cx)?);
                 }
                 "users" => {
                     let items = val
@@ -252,7 +238,23 @@ impl AuthConfig {
     }
 }
 
-fn secret(v: &Spanned, key: &str) -> Result<Secret, ConfigError> {
+/// An authorization block's `timeout`, with nats-server's warning: an
+/// unquoted `timeout: 2m` is two million seconds (a size), not two minutes.
+pub(crate) fn timeout(v: &Spanned, key: &str, cx: &mut Context) -> Result<Duration, ConfigError> {
+    let t = conf::duration(v, key)?;
+    if t > Duration::from_secs(60) {
+        cx.warn(
+            v,
+            format!(
+                "timeout of {t:?} is high, consider keeping it under 60 seconds. possibly \
+                 caused by unquoted duration; use '1m' instead of 1m, for example"
+            ),
+        );
+    }
+    Ok(t)
+}
+
+pub(crate) fn secret(v: &Spanned, key: &str) -> Result<Secret, ConfigError> {
     Secret::parse(&conf::string(v, key)?).map_err(|m| conf::err(v, format!("\"{key}\": {m}")))
 }
 

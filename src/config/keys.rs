@@ -70,7 +70,6 @@ const REFUSED: &[(&[&str], &str)] = &[
         "URL account resolvers",
     ),
     (&["default_sentinel"], "the default sentinel JWT"),
-    (&["cluster"], "clustering"),
     (&["gateway"], "gateways"),
     (&["leaf", "leafnodes"], "leaf nodes"),
     (&["websocket", "ws"], "WebSocket"),
@@ -126,7 +125,6 @@ mod tests {
     fn security_relevant_keys_are_refused() {
         for k in [
             "resolver_tls",
-            "cluster",
             "leafnodes",
             "gateway",
             "websocket",

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 pub use accounts::AccountConfig;
 pub use auth::{AuthConfig, AuthLimits};
+pub use cluster::{ClusterOptions, RouteAuth, RouteUrl};
 pub use monitor::MonitorAuth;
 pub use parser::ConfigError;
 pub use secret::Secret;
@@ -124,6 +125,9 @@ pub struct Options {
     pub tls: Option<TlsOptions>,
     /// rnats's `auth_limits` block: failed-login bans and connection rate.
     pub auth_limits: AuthLimits,
+    /// The `cluster` block (or `--cluster`/`--routes`...): the route
+    /// listener and the routes to solicit. `None`: no clustering.
+    pub cluster: Option<ClusterOptions>,
     /// Where each option was set in the file, for [`Options::validate`].
     pub positions: Positions,
     /// The `cluster` block (or the `--cluster`/`--routes` flags).
@@ -171,6 +175,7 @@ impl Default for Options {
             resolver_preload: Vec::new(),
             tls: None,
             auth_limits: AuthLimits::default(),
+            cluster: None,
             positions: Positions::default(),
             cluster: None,
         }
@@ -385,6 +390,10 @@ impl Options {
                 cx.record("auth_limits", v);
                 self.auth_limits = AuthLimits::from_config(v, cx)?;
             }
+            "cluster" => {
+                cx.record("cluster", v);
+                self.cluster = Some(ClusterOptions::parse_block(v, cx)?);
+            }
             "monitor_auth" => {
                 cx.record("monitor_auth", v);
                 self.monitor_auth = Some(MonitorAuth::from_config(v, cx)?);
@@ -471,18 +480,7 @@ fn timer(
     default: Duration,
     cx: &mut Context,
 ) -> Result<Duration, ConfigError> {
-    // nats-server takes integer seconds here (with this warning) but
-    // fails on a float; so does rnats, pointing at the string form.
-    if let Value::Float(f) = v.value {
-        return Err(conf::err(
-            v,
-            format!("\"{key}\" expects a duration string such as \"{f}s\", got float"),
-        ));
-    }
-    let d = conf::duration(v, key)?;
-    if matches!(v.value, Value::Int(_)) {
-        cx.warn(v, format!("{key} should be converted to a duration"));
-    }
+    let d = timer_value(v, key, cx)?;
     if d.is_zero() {
         cx.warn(
             v,
@@ -492,6 +490,23 @@ fn timer(
             ),
         );
         return Ok(default);
+    }
+    Ok(d)
+}
+
+/// A timer as nats-server's parseDuration reads it: a duration string, or
+/// integer seconds with its warning; a float fails there, and here too,
+/// pointing at the string form.
+fn timer_value(v: &Spanned, key: &str, cx: &mut Context) -> Result<Duration, ConfigError> {
+    if let Value::Float(f) = v.value {
+        return Err(conf::err(
+            v,
+            format!("\"{key}\" expects a duration string such as \"{f}s\", got float"),
+        ));
+    }
+    let d = conf::duration(v, key)?;
+    if matches!(v.value, Value::Int(_)) {
+        cx.warn(v, format!("{key} should be converted to a duration"));
     }
     Ok(d)
 }
@@ -562,6 +577,8 @@ pub fn fmt_duration(d: Duration) -> String {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

@@ -53,6 +53,15 @@ const KEYS: &[&str] = &[
     "ban",
     "jetstream",
     "cluster",
+    "routes",
+    "name",
+    "host",
+    "advertise",
+    "no_advertise",
+    "connect_retries",
+    "pool_size",
+    "compression",
+    "verify_cert_and_check_known_urls",
 ];
 
 const VALUES: &[&str] = &[
@@ -80,6 +89,11 @@ const VALUES: &[&str] = &[
     "\"a b\"",
     "\"127.0.0.1:-1\"",
     "\"h:99999\"",
+    "\"nats://u:p%41@h:1\"",
+    "\"nats-route://[::1\"",
+    "\"tls://h:1/x\"",
+    "\"u:p@h\"",
+    "\"%\"",
     "[]",
     "[a, \"b c\", 1]",
     "{}",
@@ -122,5 +136,44 @@ proptest! {
             .map(|(k, v)| format!("X: 1\n{k}: {v}\n"))
             .collect();
         run(&text);
+    }
+
+    /// Route URLs, advertise values and the `--cluster`/`--routes` flags
+    /// never panic, whatever the text (byte offsets inside multi-byte
+    /// characters, lone `%`, brackets).
+    #[test]
+    fn cluster_strings_never_panic(text in "\\PC{0,60}") {
+        let _ = cluster::RouteUrl::parse(&text);
+        let _ = cluster::parse_advertise(&text);
+        let mut o = Options::default();
+        let flags = cluster::ClusterFlags {
+            listen: Some(text.clone()),
+            routes: Some(text.clone()),
+            ..Default::default()
+        };
+        if flags.apply(&mut o).is_ok() {
+            let _ = o.validate();
+        }
+    }
+
+    /// Credentials survive percent-encoding, and the display form shows
+    /// everything but the password.
+    #[test]
+    fn route_url_credentials_round_trip(
+        user in "[a-z]{1,8}",
+        pass in "[A-Z@:/%?# é]{0,12}",
+        host in "[a-z][a-z0-9.-]{0,10}",
+        port in 1u16..,
+    ) {
+        let enc: String = pass
+            .bytes()
+            .map(|b| if b.is_ascii_uppercase() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let r = cluster::RouteUrl::parse(&format!("nats-route://{user}:{enc}@{host}:{port}"))
+            .map_err(TestCaseError::fail)?;
+        prop_assert_eq!(r.user.as_deref(), Some(user.as_str()));
+        prop_assert_eq!(r.password.as_deref(), Some(pass.as_str()));
+        prop_assert_eq!((r.host.as_str(), r.port), (host.as_str(), port));
+        prop_assert_eq!(r.display, format!("nats-route://{user}:[REDACTED]@{host}:{port}"));
     }
 }

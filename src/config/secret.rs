@@ -72,6 +72,16 @@ impl Secret {
         })
     }
 
+    /// Is `other` the same configured value? For noticing that a reloaded
+    /// configuration changed it; logins are checked by the auth module.
+    pub(crate) fn same_config(&self, other: &Secret) -> bool {
+        match (self, other) {
+            (Secret::Plain(a), Secret::Plain(b)) => a == b,
+            (Secret::Bcrypt { hash: a, .. }, Secret::Bcrypt { hash: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
     pub fn is_bcrypt(&self) -> bool {
         matches!(self, Secret::Bcrypt { .. })
     }

@@ -2,7 +2,7 @@ use super::*;
 
 /// Parse and apply `text` as file `t.conf` (variables tracked), then
 /// validate: the first error, if any.
-fn load(text: &str) -> Result<Options, ConfigError> {
+pub(super) fn load(text: &str) -> Result<Options, ConfigError> {
     let parsed = parser::parse_str_full(text, "t.conf")?;
     let mut o = Options::default();
     o.apply_parsed(&parsed)?;
@@ -10,7 +10,7 @@ fn load(text: &str) -> Result<Options, ConfigError> {
     Ok(o)
 }
 
-fn load_err(text: &str) -> String {
+pub(super) fn load_err(text: &str) -> String {
     match load(text) {
         Ok(o) => panic!("accepted: {text:?} ({o:?})"),
         Err(e) => e.to_string(),
@@ -79,7 +79,6 @@ fn operator_keys_fail_closed() {
 #[test]
 fn unimplemented_nats_server_features_are_errors() {
     for (text, key) in [
-        ("cluster { port: 6222 }\n", "cluster"),
         ("leafnodes { port: 7422 }\n", "leafnodes"),
         ("gateway { name: a }\n", "gateway"),
         ("websocket { port: 8080 }\n", "websocket"),

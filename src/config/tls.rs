@@ -81,14 +81,38 @@ impl TlsOptions {
     /// is checked, so a configuration test (`-t`) catches typos in names
     /// and versions.
     pub fn parse_block(v: &Spanned, cx: &mut Context) -> Result<TlsOptions, ConfigError> {
-        let map = conf::map(v, "tls")?;
+        let o =
+            TlsOptions::parse_block_with(v, cx, "tls", TlsOptions::new("", ""), &mut |_, _| {
+                Ok(false)
+            })?;
+        o.check().map_err(|m| conf::err(v, m))?;
+        Ok(o)
+    }
+
+    /// [`parse_block`](Self::parse_block) for a block at dotted `path`
+    /// (positions are recorded as `{path}.{key}`), starting from `base`
+    /// (whose certificate and key are replaced). `own(key, value)` sees
+    /// every lower-cased key first and returns `true` when it has taken
+    /// it: the route TLS block uses this for its keys and refusals. The
+    /// caller runs [`check`](Self::check) (after its own rules).
+    pub(crate) fn parse_block_with(
+        v: &Spanned,
+        cx: &mut Context,
+        path: &str,
+        base: TlsOptions,
+        own: &mut dyn FnMut(&str, &Spanned) -> Result<bool, ConfigError>,
+    ) -> Result<TlsOptions, ConfigError> {
+        let map = conf::map(v, path)?;
         let mut cert = None;
         let mut key = None;
-        let mut o = TlsOptions::new("", "");
+        let mut o = base;
         for (k, val) in map {
             let key_name = k.to_ascii_lowercase();
             let kn = key_name.as_str();
-            cx.record(format!("tls.{kn}"), val);
+            cx.record(format!("{path}.{kn}"), val);
+            if own(kn, val)? {
+                continue;
+            }
             match kn {
                 "cert_file" => cert = Some(conf::path(val, kn)?),
                 "key_file" => key = Some(conf::path(val, kn)?),
@@ -167,12 +191,12 @@ impl TlsOptions {
                         format!("TLS option \"{k}\" is not supported by rnats"),
                     ));
                 }
-                _ => cx.unknown(Some("tls block"), k, val)?,
+                _ => cx.unknown(Some(&format!("{path} block")), k, val)?,
             }
         }
-        o.cert_file = cert.ok_or_else(|| conf::err(v, "tls block is missing \"cert_file\""))?;
-        o.key_file = key.ok_or_else(|| conf::err(v, "tls block is missing \"key_file\""))?;
-        o.check().map_err(|m| conf::err(v, m))?;
+        let missing = |what: &str| conf::err(v, format!("{path} block is missing \"{what}\""));
+        o.cert_file = cert.ok_or_else(|| missing("cert_file"))?;
+        o.key_file = key.ok_or_else(|| missing("key_file"))?;
         Ok(o)
     }
 

@@ -7,21 +7,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::parser::ConfigError;
-use super::{MAX_DURATION, MAX_PAYLOAD_LIMIT, Options, fmt_duration};
+use super::{ClusterOptions, MAX_DURATION, MAX_PAYLOAD_LIMIT, Options, fmt_duration};
 
 impl Options {
     /// Check the options as a whole. Errors point at the option's place in
     /// the configuration file when it came from there.
     ///
-    /// Refused: zero or over-long timers (a zero period panics tokio's
-    /// interval, a zero deadline expires every write), lame duck grace not
-    /// below the duration, `max_payload` above 64MB or above `max_pending`,
-    /// a server name with spaces, ports outside -1..65535, `https_port`
-    /// without `tls`, inconsistent `tls`/`authorization`/`auth_limits`/
-    /// `monitor_auth` settings (among them a `ca_file`-only `monitor_auth`
-    /// beside a plain `http_port`, which a client certificate cannot
-    /// protect), and TLS or monitor CA files that cannot be read (reported
-    /// now, not at the first connection that needs them).
+    /// Refused: a `cluster` breaking [`ClusterOptions::check`] (or whose
+    /// TLS files cannot be read), zero or over-long timers (a zero period
+    /// panics tokio's interval, a zero deadline expires every write), lame
+    /// duck grace not below the duration, `max_payload` above 64MB or above
+    /// `max_pending`, a server name with spaces, ports outside -1..65535,
+    /// `https_port` without `tls`, inconsistent `tls`/`authorization`/
+    /// `auth_limits`/`monitor_auth` settings (among them a `ca_file`-only
+    /// `monitor_auth` beside a plain `http_port`, which a client
+    /// certificate cannot protect), and TLS or monitor CA files that cannot
+    /// be read (reported now, not at the first connection that needs them).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let timers: [(&str, Duration); 5] = [
             ("ping_interval", self.ping_interval),
@@ -104,6 +105,20 @@ impl Options {
                 self.readable("tls.ca_file", "tls ca_file", ca)?;
             }
         }
+        if let Some(c) = &self.cluster {
+            c.check().map_err(|(key, m)| self.error_at(&key, m))?;
+            if let Some(t) = &c.tls {
+                self.readable(
+                    "cluster.tls.cert_file",
+                    "cluster tls cert_file",
+                    &t.cert_file,
+                )?;
+                self.readable("cluster.tls.key_file", "cluster tls key_file", &t.key_file)?;
+                if let Some(ca) = &t.ca_file {
+                    self.readable("cluster.tls.ca_file", "cluster tls ca_file", ca)?;
+                }
+            }
+        }
         self.auth
             .check()
             .map_err(|m| self.error_at("authorization", format!("authorization: {m}")))?;
@@ -165,7 +180,9 @@ impl Options {
     /// and the HTTPS port's client-certificate CA is fixed when its TLS
     /// acceptor is built, so `monitor_auth { ca_file }` cannot change
     /// either (a reload must never leave a port more open than the
-    /// configuration says). `new` must already have passed [`validate`].
+    /// configuration says). Any change to `cluster` is refused
+    /// ([`ClusterOptions::check_reload`]). `new` must already have passed
+    /// [`validate`].
     ///
     /// [`validate`]: Self::validate
     pub fn check_reload(&self, new: &Options) -> Result<(), String> {
@@ -229,6 +246,9 @@ impl Options {
                 "config reload not supported for operator mode or the account resolver".into(),
             );
         }
+        // Routes come and go with the route actors' own configuration,
+        // fixed at start for now.
+        ClusterOptions::check_reload(self.cluster.as_ref(), new.cluster.as_ref())?;
         if self.system_account() != new.system_account() {
             return unsupported(
                 "SystemAccount",

@@ -53,6 +53,12 @@ impl Positions {
     pub fn forget(&mut self, key: &str) {
         self.0.remove(key);
     }
+
+    /// [`forget`](Self::forget) `key` and every key below it (`key.*`).
+    pub fn forget_under(&mut self, key: &str) {
+        self.0
+            .retain(|k, _| k != key && !k.strip_prefix(key).is_some_and(|r| r.starts_with('.')));
+    }
 }
 
 /// State carried through the parsing of one file: warnings, positions of
