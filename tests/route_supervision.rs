@@ -96,12 +96,17 @@ fn restarts(s: &rnats::Server) -> u64 {
 async fn probe(from: &async_nats::Client, subject: &str, sub: &mut async_nats::Subscriber) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
-        from.publish(subject.to_string(), "probe".into()).await.unwrap();
+        from.publish(subject.to_string(), "probe".into())
+            .await
+            .unwrap();
         from.flush().await.unwrap();
         if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no delivery across the route");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery across the route"
+        );
     }
 }
 
@@ -141,11 +146,18 @@ async fn broken_session_is_restarted(tls: Option<&TempDir>) {
     proxy.cut();
     assert_eventually(|| restarts(&b) >= 1, TIMEOUT, "restart counted").await;
     assert_eventually(|| routes(&a) == 1 && routes(&b) == 1, TIMEOUT, "route back").await;
-    assert!(proxy.carried.load(Ordering::Relaxed) >= 2, "redialed through the proxy");
+    assert!(
+        proxy.carried.load(Ordering::Relaxed) >= 2,
+        "redialed through the proxy"
+    );
     // The restart shows in /routez (rnats's own field) and traffic flows.
     let v = rnats::monitor::route(&b.ctx, "/routez", "");
     assert_eq!(v.0, 200);
-    assert!(v.1["solicited"][0]["restarts"].as_u64() >= Some(1), "{}", v.1);
+    assert!(
+        v.1["solicited"][0]["restarts"].as_u64() >= Some(1),
+        "{}",
+        v.1
+    );
     probe(&cb, "across", &mut sub).await;
     // Interest from before the break was re-sent on the new route.
     let mut sub_b = cb.subscribe("back").await.unwrap();
@@ -167,7 +179,11 @@ async fn broken_tls_route_is_restarted_and_counted() {
         .args(["certs", "dev", dir.0.to_str().unwrap(), "--force"])
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     broken_session_is_restarted(Some(&dir)).await;
 }
 
@@ -176,7 +192,8 @@ async fn broken_tls_route_is_restarted_and_counted() {
 /// the dead peer are gone meanwhile (no interest leaks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_peer_leaves_no_interest_behind() {
-    let (a, _da) = start_from_config("rsup-da", "cluster { name: t, host: 127.0.0.1, port: -1 }").await;
+    let (a, _da) =
+        start_from_config("rsup-da", "cluster { name: t, host: 127.0.0.1, port: -1 }").await;
     let (b, _db) = start_from_config(
         "rsup-db",
         &format!(
@@ -186,13 +203,24 @@ async fn dead_peer_leaves_no_interest_behind() {
     )
     .await;
     assert_eventually(|| routes(&a) == 1, TIMEOUT, "route up").await;
-    let cb = nats(b.client_addr()).await;
+    // Without discovery: the client must not fail over to A (it learns A's
+    // URL from connect_urls) and subscribe there itself.
+    let cb = nats_with(
+        b.client_addr(),
+        async_nats::ConnectOptions::new().ignore_discovered_servers(),
+    )
+    .await;
     let _s1 = cb.subscribe("x.1").await.unwrap();
     let _s2 = cb.queue_subscribe("x.2", "q".into()).await.unwrap();
     cb.flush().await.unwrap();
     let g = a.ctx.accounts.default_account();
     let interest = |subject: &[u8]| !g.router.lookup(subject).is_empty();
-    assert_eventually(|| interest(b"x.1") && interest(b"x.2"), TIMEOUT, "interest reached A").await;
+    assert_eventually(
+        || interest(b"x.1") && interest(b"x.2"),
+        TIMEOUT,
+        "interest reached A",
+    )
+    .await;
     b.shutdown().await;
     assert_eventually(|| routes(&a) == 0, TIMEOUT, "route gone").await;
     assert_eventually(

@@ -130,8 +130,6 @@ pub struct Options {
     pub cluster: Option<ClusterOptions>,
     /// Where each option was set in the file, for [`Options::validate`].
     pub positions: Positions,
-    /// The `cluster` block (or the `--cluster`/`--routes` flags).
-    pub cluster: Option<cluster::ClusterOptions>,
 }
 
 impl Default for Options {
@@ -177,7 +175,6 @@ impl Default for Options {
             auth_limits: AuthLimits::default(),
             cluster: None,
             positions: Positions::default(),
-            cluster: None,
         }
     }
 }

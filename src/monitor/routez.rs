@@ -51,14 +51,29 @@ pub fn routez(ctx: &ServerContext, subs: bool) -> Value {
                 "out_msgs": out_msgs,
                 "in_bytes": r.in_bytes.load(Ordering::Relaxed),
                 "out_bytes": out_bytes,
-                "subscriptions": r.subs.load(Ordering::Relaxed),
+                "subscriptions": r.interest.lock().len(),
                 "restarts": restarts,
             });
             if let Some(u) = &r.url {
                 v["url"] = json!(u);
             }
             if subs {
-                v["subscriptions_list"] = json!([]);
+                // nats-server's form: "subject" or "subject queue".
+                let mut list: Vec<String> = r
+                    .interest
+                    .lock()
+                    .iter()
+                    .map(|(_, subject, queue)| match queue {
+                        Some(q) => format!(
+                            "{} {}",
+                            String::from_utf8_lossy(subject),
+                            String::from_utf8_lossy(q)
+                        ),
+                        None => String::from_utf8_lossy(subject).into_owned(),
+                    })
+                    .collect();
+                list.sort();
+                v["subscriptions_list"] = json!(list);
             }
             v
         })

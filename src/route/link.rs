@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -164,8 +164,7 @@ pub async fn run(
     end
 }
 
-/// A peer's interest entry: (account, subject, queue).
-type InterestKey = (Bytes, Bytes, Option<Bytes>);
+use super::InterestKey;
 
 /// Why the reader stopped, with the `-ERR` to send first, if any.
 enum Stop {
@@ -262,11 +261,14 @@ impl Session {
         }
     }
 
+    /// The accepting side waits `cluster.authorization.timeout` (nats-server's
+    /// default otherwise) for CONNECT and INFO; the dialing side a fixed while.
     fn handshake_timeout(&self) -> Duration {
-        match &self.cluster.opts.auth {
-            Some(a) if !a.timeout.is_zero() => a.timeout.max(HANDSHAKE_TIMEOUT),
-            _ => HANDSHAKE_TIMEOUT,
+        if self.solicit.is_some() {
+            return HANDSHAKE_TIMEOUT;
         }
+        let t = self.cluster.opts.auth_timeout();
+        if t.is_zero() { HANDSHAKE_TIMEOUT } else { t }
     }
 
     /// Queue the `-ERR` (if any) and say how it ended.
@@ -400,7 +402,7 @@ impl Session {
             let ok = c.user == auth.user && verify_password(&auth.password, &c.pass).await;
             if !ok {
                 tracing::error!(
-                    "{} - rid:{} - route authorization error (user {:?})",
+                    "{} - rid:{} - authentication error - User {:?}",
                     self.peer,
                     self.rid,
                     c.user
@@ -514,7 +516,7 @@ impl Session {
             started: SystemTime::now(),
             in_msgs: AtomicU64::new(0),
             in_bytes: AtomicU64::new(0),
-            subs: AtomicUsize::new(0),
+            interest: parking_lot::Mutex::new(Default::default()),
             ldm: std::sync::atomic::AtomicBool::new(false),
         });
         let Some(others) = self.cluster.register(link.clone()) else {
@@ -587,7 +589,7 @@ impl Session {
         // asynchronous by nature.
         if account.router.subscribe(sub.clone()).is_ok() {
             if let Some(l) = &self.link {
-                l.subs.fetch_add(1, Ordering::Relaxed);
+                l.interest.lock().insert(key.clone());
             }
             self.subs.insert(key, (account, sub));
         }
@@ -598,7 +600,7 @@ impl Session {
         if let Some((account, sub)) = self.subs.remove(&key) {
             account.router.unsubscribe([sub]);
             if let Some(l) = &self.link {
-                l.subs.fetch_sub(1, Ordering::Relaxed);
+                l.interest.lock().remove(&key);
             }
         }
     }

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
@@ -84,12 +84,15 @@ pub struct RouteLink {
     pub started: SystemTime,
     pub in_msgs: AtomicU64,
     pub in_bytes: AtomicU64,
-    /// The peer's interest entries (RS+ minus RS-).
-    pub subs: AtomicUsize,
+    /// The peer's interest entries (RS+ minus RS-), for /routez.
+    pub interest: Mutex<rustc_hash::FxHashSet<InterestKey>>,
     /// The peer said it is in lame duck mode: its client URLs are no
     /// longer offered to our clients.
     pub ldm: std::sync::atomic::AtomicBool,
 }
+
+/// A peer's interest entry: (account, subject, queue).
+pub type InterestKey = (bytes::Bytes, bytes::Bytes, Option<bytes::Bytes>);
 
 /// Restart counts and state per solicited URL (for /routez and logs).
 #[derive(Default, Clone)]
@@ -436,6 +439,7 @@ pub fn gossip_url(ip: &str, opts: &ClusterOptions) -> Option<RouteUrl> {
         None => (None, None),
     };
     Some(RouteUrl {
+        scheme: "nats-route".into(),
         display: format!("nats-route://{hp}/"),
         host,
         port,

@@ -45,8 +45,13 @@ pub enum ClusterMsg {
     Accepted(TcpStream, std::net::SocketAddr),
     /// Dial a server heard of through gossip.
     Implicit(RouteUrl),
-    /// Start (again) the solicited route for this URL.
-    Solicit { url: RouteUrl, implicit: bool },
+    /// Start (again) the solicited route for this URL; `failures` so far
+    /// (for the backoff of the next restart).
+    Solicit {
+        url: RouteUrl,
+        implicit: bool,
+        failures: u32,
+    },
     /// The accept loop ended: fail so our supervisor restarts us.
     LoopEnded(String),
 }
@@ -77,12 +82,13 @@ impl ClusterSupervisor {
         myself: &ActorRef<ClusterMsg>,
         st: &mut ClusterState,
         args: RouteArgs,
+        failures: u32,
     ) -> Result<(), ActorProcessingErr> {
         let solicited = match &args.role {
             Role::Solicit { url, implicit } => Some(Solicited {
                 url: url.clone(),
                 implicit: *implicit,
-                failures: 0,
+                failures,
             }),
             Role::Accepted(..) => None,
         };
@@ -122,6 +128,7 @@ impl Actor for ClusterSupervisor {
             let _ = myself.cast(ClusterMsg::Solicit {
                 url: url.clone(),
                 implicit: false,
+                failures: 0,
             });
         }
         Ok(ClusterState {
@@ -152,7 +159,7 @@ impl Actor for ClusterSupervisor {
                     cluster: st.cluster.clone(),
                     role: Role::Accepted(Some(stream), peer),
                 };
-                if let Err(e) = Self::spawn_route(&myself, st, args).await {
+                if let Err(e) = Self::spawn_route(&myself, st, args, 0).await {
                     tracing::error!("{peer} - cannot start a route actor: {e}");
                 }
             }
@@ -161,10 +168,15 @@ impl Actor for ClusterSupervisor {
                     let _ = myself.cast(ClusterMsg::Solicit {
                         url,
                         implicit: true,
+                        failures: 0,
                     });
                 }
             }
-            ClusterMsg::Solicit { url, implicit } => {
+            ClusterMsg::Solicit {
+                url,
+                implicit,
+                failures,
+            } => {
                 if st.cluster.shutdown.is_cancelled() || Self::soliciting(st, &url) {
                     return Ok(());
                 }
@@ -175,7 +187,7 @@ impl Actor for ClusterSupervisor {
                         implicit,
                     },
                 };
-                if let Err(e) = Self::spawn_route(&myself, st, args).await {
+                if let Err(e) = Self::spawn_route(&myself, st, args, failures).await {
                     tracing::error!("cannot start the route actor for {}: {e}", url.display);
                 }
             }
@@ -220,11 +232,15 @@ impl Actor for ClusterSupervisor {
             "route to {} failed ({why}); restarting its actor in {delay:?}",
             s.url.display
         );
-        let (url, implicit) = (s.url, s.implicit);
+        let (url, implicit, failures) = (s.url, s.implicit, s.failures);
         let me = myself.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = me.cast(ClusterMsg::Solicit { url, implicit });
+            let _ = me.cast(ClusterMsg::Solicit {
+                url,
+                implicit,
+                failures,
+            });
         });
         Ok(())
     }

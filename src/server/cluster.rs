@@ -167,8 +167,8 @@ pub fn build(
         // stalled peer is cut (nats-server uses max_pending for routes too).
         max_pending: opts.max_pending.max(64 * 1024 * 1024),
         write_deadline: opts.write_deadline.max(Duration::from_secs(10)),
-        ping_interval: copts.ping_interval.unwrap_or(opts.ping_interval),
-        ping_max: copts.ping_max.unwrap_or(opts.ping_max),
+        ping_interval: copts.route_ping_interval(opts.ping_interval),
+        ping_max: copts.route_ping_max(opts.ping_max),
         shutdown: ctx.shutdown.clone(),
     };
     let cluster = Cluster::new(copts, deps, bus, listen_addr).map_err(StartError)?;

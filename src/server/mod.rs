@@ -174,6 +174,7 @@ impl ServerContext {
             ldm: self.lame_duck.load(Ordering::Relaxed),
             rnats_version: VERSION.into(),
             connect_urls: self.connect_urls(),
+            cluster: self.cluster.get().map(|c| c.name.clone()),
             ..Default::default()
         }
     }
