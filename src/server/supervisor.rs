@@ -158,13 +158,15 @@ impl Actor for ServerSupervisor {
             budget: RestartBudget::default_tree(),
             routes_waited: false,
         };
+        // Monitoring first, so /varz and /routez answer while the client
+        // listener waits for the configured routes.
         for child in [
             Child::Accounts,
             Child::Clients,
-            Child::Cluster,
-            Child::ClientListener,
             Child::MonitorListener,
             Child::HttpsListener,
+            Child::Cluster,
+            Child::ClientListener,
         ] {
             Self::start_child(&myself, &mut st, child).await?;
         }
