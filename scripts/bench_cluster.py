@@ -74,9 +74,10 @@ class Cluster:
         raise SystemExit(f"{self.binary} node {n['name']} did not start")
 
     def routes(self, n):
+        """Distinct peers with a route (nats-server pools several per peer)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{n['http']}/routez", timeout=1) as r:
-                return json.load(r).get("num_routes", 0)
+                return len({x.get("remote_id") for x in json.load(r).get("routes") or []})
         except OSError:
             return -1
 
