@@ -144,7 +144,7 @@ pub(crate) fn varz(ctx: &ServerContext) -> Value {
     let now = SystemTime::now();
     let up = now.duration_since(ctx.start_time).unwrap_or_default();
     let s = &ctx.stats;
-    json!({
+    let mut v = json!({
         "server_id": ctx.server_id,
         "server_name": ctx.server_name,
         "version": crate::protocol::info::NATS_COMPAT_VERSION,
@@ -175,7 +175,6 @@ pub(crate) fn varz(ctx: &ServerContext) -> Value {
         "routes": ctx.cluster.get().map(|c| c.num_routes()).unwrap_or(0),
         "remotes": ctx.cluster.get().map(|c| c.num_routes()).unwrap_or(0),
         "cluster": cluster_json(ctx),
-        "connect_urls": ctx.connect_urls(),
         "leafnodes": 0,
         "in_msgs": s.in_msgs.load(Ordering::Relaxed),
         "out_msgs": s.out_msgs.load(Ordering::Relaxed),
@@ -191,7 +190,13 @@ pub(crate) fn varz(ctx: &ServerContext) -> Value {
         "auth_required": ctx.auth().auth_required(),
         "config_load_time": rfc3339(ctx.start_time),
         "system_account": o.system_account(),
-    })
+    });
+    // As nats-server: only when there are other nodes' URLs to give.
+    let urls = ctx.connect_urls();
+    if !urls.is_empty() {
+        v["connect_urls"] = json!(urls);
+    }
+    v
 }
 
 fn conn_json(c: &ConnShared, subs: bool, auth: bool, now: SystemTime) -> Value {
