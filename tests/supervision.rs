@@ -27,7 +27,12 @@ async fn panicking_connection_actor_is_cleaned_up() {
         .send(b"SUB steady 1\r\nSUB other.* 2\r\nSUB q.> workers 3\r\n")
         .await;
     victim.ping_collect().await;
-    assert_eq!(sub_count(&server), base_subs + 3);
+    assert_eventually(
+        || sub_count(&server) == base_subs + 3,
+        TIMEOUT,
+        "subscription count",
+    )
+    .await;
     let cid = cid_of(&server, victim.stream.local_addr().unwrap()).expect("victim cid");
     let conns_before = server.ctx.conns.len();
 

@@ -73,7 +73,7 @@ async fn task_panic_is_cleaned_up(inject: fn(&rnats::server::ServerContext, u64)
     let (by, mut by_sub) = with_bystander(&server).await;
     assert_eventually(|| sub_count(&server) == 1, TIMEOUT, "bystander sub").await;
     let (mut v, cid) = victim(&server).await;
-    assert_eq!(sub_count(&server), 4);
+    assert_eventually(|| sub_count(&server) == 4, TIMEOUT, "4 subscriptions").await;
     inject(&server.ctx, cid);
     let (_, end) = v.read_to_end(TIMEOUT).await;
     assert!(end.is_closed(), "victim socket still open");
@@ -104,7 +104,7 @@ async fn shard_panic_loses_no_subscription() {
     let server = start_default().await;
     let (by, mut by_sub) = with_bystander(&server).await;
     let (_v, _cid) = victim(&server).await;
-    assert_eq!(sub_count(&server), 4);
+    assert_eventually(|| sub_count(&server) == 4, TIMEOUT, "4 subscriptions").await;
     let restarts_before = server.ctx.accounts.default_account().router.shards().len();
     for shard in 0..restarts_before {
         server.ctx.inject_shard_panic(shard);
@@ -157,7 +157,7 @@ async fn client_supervisor_panic_closes_and_cleans_every_connection() {
     for _ in 0..5 {
         victims.push(victim(&server).await);
     }
-    assert_eq!(sub_count(&server), 15);
+    assert_eventually(|| sub_count(&server) == 15, TIMEOUT, "15 subscriptions").await;
     assert_eq!(server.ctx.conns.len(), 5);
     let before = server.ctx.stats.restarts.load(Ordering::Relaxed);
     server.ctx.inject_client_supervisor_panic();

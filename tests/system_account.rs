@@ -371,7 +371,7 @@ async fn the_default_system_account_exists() {
     assert_eq!(v["account_detail"]["is_system"], true);
     assert!(v["account_detail"]["subscriptions"].as_u64() > Some(0));
     // Its responders are not counted as client interest.
-    assert_eq!(sub_count(&s), 0);
+    assert_eventually(|| sub_count(&s) == 0, TIMEOUT, "subscription count").await;
     assert_eq!(http_json(http, "/varz").await["subscriptions"], 0);
 }
 

@@ -1140,7 +1140,7 @@ async fn permissions_deny_beats_allow_and_filter_wildcard_deliveries() {
         ]
     );
     // Only the three allowed subscriptions exist.
-    assert_eq!(sub_count(&server), 3);
+    assert_eventually(|| sub_count(&server) == 3, TIMEOUT, "subscription count").await;
 
     // Wildcards overlapping the denied subject: allowed, but messages on
     // admin.x never reach them.
