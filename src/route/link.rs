@@ -155,6 +155,7 @@ pub async fn run(
         batch_msgs: 0,
         batch_bytes: 0,
         cleaned: false,
+        pending: Vec::new(),
     };
     let end = s.run(rd).await;
     s.cleanup(Some(&end));
@@ -190,6 +191,10 @@ struct Session {
     batch_msgs: u64,
     batch_bytes: u64,
     cleaned: bool,
+    /// Acknowledgements of RS+ still on their way into the shards: awaited
+    /// before the next RMSG, so a message that follows interest on the
+    /// wire also follows it here (a request's reply inbox, say).
+    pending: Vec<ractor::concurrency::OneshotReceiver<()>>,
 }
 
 /// A session task aborted with its actor still undoes what it added.
@@ -309,6 +314,7 @@ impl Session {
             }
             RouteOp::Msg(m) => {
                 self.require_registered()?;
+                self.await_interest().await;
                 self.batch_msgs += 1;
                 self.batch_bytes += m.payload().len() as u64;
                 if !self.ensure_account(m.account()).await {
@@ -585,13 +591,24 @@ impl Session {
             self.outlet.clone(),
         ));
         sub.set_weight(rs.weight);
-        // The acknowledgement is not needed: interest from a peer is
-        // asynchronous by nature.
-        if account.router.subscribe(sub.clone()).is_ok() {
+        // Acknowledged before the next RMSG (see `pending`), not now: a
+        // burst of RS+ goes to the shards in one go.
+        if let Ok(ack) = account.router.subscribe(sub.clone()) {
+            self.pending.push(ack);
+            if self.pending.len() >= 256 {
+                self.await_interest().await;
+            }
             if let Some(l) = &self.link {
                 l.interest.lock().insert(key.clone());
             }
             self.subs.insert(key, (account, sub));
+        }
+    }
+
+    /// Wait until every RS+ read so far is in the shards' tries.
+    async fn await_interest(&mut self) {
+        for ack in self.pending.drain(..) {
+            let _ = ack.await;
         }
     }
 

@@ -395,14 +395,31 @@ impl std::ops::IndexMut<usize> for Cluster {
     }
 }
 
-/// Pick `n` distinct free loopback ports: bind them all at once (so they
-/// differ), then release them for the servers.
+/// Pick `n` distinct free loopback ports below Linux's ephemeral range
+/// (32768+), so no client connection of this or another test process can
+/// take one between our check and the server's bind (with ports from
+/// `bind(:0)` that happened under load). Each pick starts at a random
+/// place and checks that the port binds; all are held until all are
+/// chosen, so they differ.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    if NEXT.load(Ordering::Relaxed) == 0 {
+        let seed = 12_000 + (std::process::id() * 7919 + fastrand::u32(..20_000)) % 19_000;
+        let _ = NEXT.compare_exchange(0, seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    let mut tries = 0;
+    while held.len() < n {
+        tries += 1;
+        assert!(tries < 20_000, "no free loopback port found");
+        let p = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 12_000 + (p % 19_000);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            held.push(l);
+        }
+    }
+    held.iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
 }
