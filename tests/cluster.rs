@@ -709,3 +709,33 @@ async fn route_refuses_wrong_credentials() {
         .insert(2, vec![RouteTo::with_auth(0, "r", "wrong")]);
     assert_refused(opts, &["authentication error"]).await;
 }
+
+/// Gossip: nodes given only one seed route (node 0) learn of each other
+/// from its INFO and form the full mesh (the harness waits for it), also
+/// with route credentials, which implicit routes reuse; then a message
+/// crosses the route they made themselves.
+#[tokio::test]
+async fn one_seed_route_joins_the_full_mesh() {
+    let mut opts = ClusterOpts {
+        cluster_extra: "authorization { user: r, password: s }".into(),
+        ..Default::default()
+    };
+    opts.node_routes.insert(0, vec![]);
+    for i in [1, 2] {
+        opts.node_routes.insert(
+            i,
+            vec![RouteTo {
+                node: 0,
+                userinfo: Some("r:s".into()),
+            }],
+        );
+    }
+    let c = Cluster::start(&test_bin(), 3, opts).await;
+    let b = c[1].client().await;
+    let cc = c[2].client().await;
+    wait_interest(&b, &cc).await;
+    assert!(
+        c[2].in_msgs_from(&c[1].server_id).await > 0,
+        "n1 -> n2 directly"
+    );
+}

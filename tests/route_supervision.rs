@@ -231,3 +231,42 @@ async fn dead_peer_leaves_no_interest_behind() {
     .await;
     a.shutdown().await;
 }
+
+/// Two configured cluster names must agree: the route is refused (and
+/// keeps being refused), as nats-server refuses a cluster name conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_name_conflict_is_refused() {
+    let (a, _da) = start_from_config(
+        "rsup-na",
+        "cluster { name: east, host: 127.0.0.1, port: -1 }",
+    )
+    .await;
+    let (b, _db) = start_from_config(
+        "rsup-nb",
+        &format!(
+            "cluster {{ name: west, host: 127.0.0.1, port: -1\n routes: [\"nats-route://127.0.0.1:{}\"] }}",
+            route_port(&a)
+        ),
+    )
+    .await;
+    let refused = || {
+        b.ctx.cluster.get().is_some_and(|c| {
+            c.solicit_stats().iter().any(|(_, s)| {
+                s.restarts >= 2
+                    && s.last_error.as_deref().is_some_and(|e| {
+                        e.contains("Cluster Name Conflict") || e.contains("does not match")
+                    })
+            })
+        })
+    };
+    assert_eventually(
+        refused,
+        TIMEOUT,
+        "route refused twice for the name conflict",
+    )
+    .await;
+    assert_eq!(routes(&a), 0);
+    assert_eq!(routes(&b), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -434,8 +434,14 @@ pub fn gossip_url(ip: &str, opts: &ClusterOptions) -> Option<RouteUrl> {
     if host.is_empty() {
         return None;
     }
+    // nats-server dials implicit routes with the cluster's own route
+    // credentials; a bcrypt route password cannot be sent, so such a
+    // cluster needs every route configured explicitly.
     let (user, password) = match &opts.auth {
-        Some(a) => (Some(a.user.clone()), None),
+        Some(a) => match &a.password {
+            crate::config::Secret::Plain(p) => (Some(a.user.clone()), Some(p.to_string())),
+            crate::config::Secret::Bcrypt { .. } => (Some(a.user.clone()), None),
+        },
         None => (None, None),
     };
     Some(RouteUrl {
