@@ -324,6 +324,17 @@ impl Reader {
                     queue,
                     sid,
                 } => {
+                    // With route peers, each SUB reaches its shard (which
+                    // tells the peers) after the previous one did: the
+                    // shards are independent, and peers must learn one
+                    // connection's interest in the order it was sent, as
+                    // from nats-server (a client that subscribes, then
+                    // probes another subject, relies on it).
+                    if !self.pending_subs.is_empty()
+                        && self.ctx.cluster.get().is_some_and(|c| c.bus.has_peers())
+                    {
+                        self.await_subs().await?;
+                    }
                     // A rejected SUB gets its -ERR and no +OK, as in nats-server.
                     if !self.subscribe(subject, queue, sid)? {
                         continue;
