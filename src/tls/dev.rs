@@ -235,7 +235,9 @@ impl DevPki {
     }
 }
 
-fn write_file(path: &Path, data: &[u8], private: bool) -> std::io::Result<()> {
+/// Write a certificate or key file (keys private: 0600, also when the file
+/// already existed).
+pub fn write_file(path: &Path, data: &[u8], private: bool) -> std::io::Result<()> {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -5,7 +5,6 @@
 //! then refuses a client certificate by plain chain verification, without
 //! relying on names or pinning.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, Utc};
@@ -14,7 +13,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
-use rnats::tls::dev::{CertPair, DEV_HOSTS, DEV_ORG, DevOptions, DevPki};
+use rnats::tls::dev::{CertPair, DEV_HOSTS, DEV_ORG, DevOptions, DevPki, write_file};
 
 use crate::Error;
 
@@ -258,23 +257,4 @@ fn route_leaf(
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
-}
-
-fn write_file(path: &Path, data: &[u8], private: bool) -> std::io::Result<()> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(if private { 0o600 } else { 0o644 });
-    }
-    let mut f = o.open(path)?;
-    // The mode above only applies when the file is created.
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    f.write_all(data)?;
-    f.sync_all()
 }
