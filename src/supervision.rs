@@ -7,6 +7,42 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// An accept loop: hands each accepted socket to `accepted` (which returns
+/// false to end the loop) until `shutdown`. Transient accept errors (out
+/// of file descriptors, say) back off up to a second and retry rather than
+/// spin, as nats-server does; an error that retrying cannot cure ends the
+/// loop with its text, for the owning actor to fail on.
+pub async fn accept_loop(
+    what: &str,
+    listener: &tokio::net::TcpListener,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut accepted: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr) -> bool,
+) -> Result<(), String> {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let r = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => r,
+        };
+        match r {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                if !accepted(stream, peer) {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                tracing::error!("Temporary {what} accept error: {e}, sleeping {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    return Err(e.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// At most `max` restarts within `window`, as OTP's restart intensity.
 #[derive(Debug, Clone)]
 pub struct RestartBudget {

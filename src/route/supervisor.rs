@@ -284,29 +284,12 @@ fn is_self(cluster: &Cluster, url: &RouteUrl) -> bool {
 }
 
 async fn accept_loop(cluster: Arc<Cluster>, listener: Arc<TcpListener>, sup: ActorRef<ClusterMsg>) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = cluster.shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                if sup.cast(ClusterMsg::Accepted(stream, peer)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!("Temporary route accept error: {e}, sleeping {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                if e.kind() == std::io::ErrorKind::InvalidInput {
-                    let _ = sup.cast(ClusterMsg::LoopEnded(e.to_string()));
-                    return;
-                }
-            }
-        }
+    let r = crate::supervision::accept_loop("route", &listener, &cluster.shutdown, |s, peer| {
+        sup.cast(ClusterMsg::Accepted(s, peer)).is_ok()
+    })
+    .await;
+    if let Err(e) = r {
+        let _ = sup.cast(ClusterMsg::LoopEnded(e));
     }
 }
 

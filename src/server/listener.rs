@@ -2,7 +2,6 @@
 //! by the supervisor's arguments so a restarted listener keeps its port.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
@@ -93,62 +92,47 @@ async fn accept_loop(args: ListenerArgs, myself: ActorRef<ListenerMsg>) {
     ctx.accept_loops
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _running = Running(ctx.clone());
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                match &kind {
-                    ListenerKind::Client => {
-                        let Some(sup) = ctx.client_sup() else {
-                            // The client supervisor is restarting; drop this one.
-                            continue;
-                        };
-                        if sup.cast(ClientSupMsg::Accepted(stream, peer)).is_err() {
-                            continue;
-                        }
-                    }
-                    ListenerKind::Monitor => {
-                        tokio::spawn(crate::monitor::serve_connection(
-                            ctx.clone(),
-                            stream,
-                            peer,
-                            false,
-                        ));
-                    }
-                    ListenerKind::MonitorTls(acceptor) => {
-                        let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
-                        tokio::spawn(async move {
-                            let timeout = std::time::Duration::from_secs(2);
-                            match crate::tls::accept(&acceptor, stream, timeout).await {
-                                Ok(tls) => {
-                                    // The acceptor asks for a certificate only
-                                    // with monitor_auth's ca_file, and then
-                                    // refuses a session without a valid one.
-                                    let cert = tls.get_ref().1.peer_certificates().is_some();
-                                    crate::monitor::serve_connection(ctx, tls, peer, cert).await
-                                }
-                                Err(e) => tracing::debug!("{peer} - https monitor: {e}"),
-                            }
-                        });
-                    }
+    let what = format!("{kind:?}");
+    let r = crate::supervision::accept_loop(&what, &listener, &ctx.shutdown, |stream, peer| {
+        match &kind {
+            ListenerKind::Client => {
+                let Some(sup) = ctx.client_sup() else {
+                    // The client supervisor is restarting; drop this one.
+                    return true;
+                };
+                if sup.cast(ClientSupMsg::Accepted(stream, peer)).is_err() {
+                    return true;
                 }
             }
-            Err(e) => {
-                // Out of file descriptors and similar: back off and retry
-                // rather than spin, as nats-server does.
-                tracing::error!("Temporary {kind:?} accept error: {e}, sleeping {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                if e.kind() == std::io::ErrorKind::InvalidInput {
-                    let _ = myself.cast(ListenerMsg::LoopEnded(e.to_string()));
-                    return;
-                }
+            ListenerKind::Monitor => {
+                tokio::spawn(crate::monitor::serve_connection(
+                    ctx.clone(),
+                    stream,
+                    peer,
+                    false,
+                ));
+            }
+            ListenerKind::MonitorTls(acceptor) => {
+                let (ctx, acceptor) = (ctx.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let timeout = std::time::Duration::from_secs(2);
+                    match crate::tls::accept(&acceptor, stream, timeout).await {
+                        Ok(tls) => {
+                            // The acceptor asks for a certificate only
+                            // with monitor_auth's ca_file, and then
+                            // refuses a session without a valid one.
+                            let cert = tls.get_ref().1.peer_certificates().is_some();
+                            crate::monitor::serve_connection(ctx, tls, peer, cert).await
+                        }
+                        Err(e) => tracing::debug!("{peer} - https monitor: {e}"),
+                    }
+                });
             }
         }
+        true
+    })
+    .await;
+    if let Err(e) = r {
+        let _ = myself.cast(ListenerMsg::LoopEnded(e));
     }
 }
