@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod busy_poll;
 pub mod client;
 pub mod config;
 pub mod deliver;

@@ -26,6 +26,7 @@ pub async fn accept_loop(
         };
         match r {
             Ok((stream, peer)) => {
+                crate::busy_poll::watch_socket(std::os::fd::AsRawFd::as_raw_fd(&stream));
                 backoff = Duration::from_millis(5);
                 if !accepted(stream, peer) {
                     return Ok(());

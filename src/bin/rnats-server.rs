@@ -205,6 +205,8 @@ fn main() -> ExitCode {
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Spin (bounded) before a worker sleeps: see busy_poll.
+        .on_thread_park(rnats::busy_poll::before_park)
         .build()
     {
         Ok(rt) => rt,

@@ -491,3 +491,21 @@ fn max_control_line_is_capped_to_keep_the_trie_recursion_bounded() {
         8192
     );
 }
+
+#[test]
+fn busy_poll_is_a_bounded_duration() {
+    assert_eq!(load("").unwrap().busy_poll, DEFAULT_BUSY_POLL);
+    assert_eq!(
+        load("busy_poll: \"250us\"").unwrap().busy_poll,
+        Duration::from_micros(250)
+    );
+    assert_eq!(load("busy_poll: 0").unwrap().busy_poll, Duration::ZERO);
+    assert_eq!(
+        load_err("port: 1\nbusy_poll: \"20ms\""),
+        "t.conf:2:12: busy_poll is too long (at most 10ms)"
+    );
+    let e = load_err("busy_poll: \"-1us\"");
+    assert!(e.starts_with("t.conf:1:"), "{e}");
+    let e = load_err("busy_poll: true");
+    assert!(e.starts_with("t.conf:1:") && e.contains("busy_poll"), "{e}");
+}

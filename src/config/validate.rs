@@ -7,6 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::parser::ConfigError;
+
+/// A worker spinning longer than this per park is burning a core, not
+/// saving a wake-up.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 use super::{ClusterOptions, MAX_DURATION, MAX_PAYLOAD_LIMIT, Options, fmt_duration};
 
 impl Options {
@@ -39,6 +43,15 @@ impl Options {
             if d > MAX_DURATION {
                 return Err(self.error_at(key, format!("{key} is too long (at most 100 years)")));
             }
+        }
+        if self.busy_poll > MAX_BUSY_POLL {
+            return Err(self.error_at(
+                "busy_poll",
+                format!(
+                    "busy_poll is too long (at most {})",
+                    fmt_duration(MAX_BUSY_POLL)
+                ),
+            ));
         }
         if self.lame_duck_grace_period >= self.lame_duck_duration {
             return Err(self.error_at(

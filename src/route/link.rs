@@ -66,6 +66,10 @@ pub async fn run(
     solicit: Option<RouteUrl>,
 ) -> End {
     let _ = tcp.set_nodelay(true);
+    if solicit.is_some() {
+        // (Accepted routes are watched by the accept loop.)
+        crate::busy_poll::watch_socket(std::os::fd::AsRawFd::as_raw_fd(&tcp));
+    }
     let rid = cluster.next_rid();
     let tls_timeout = cluster
         .opts

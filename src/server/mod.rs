@@ -342,6 +342,9 @@ impl Server {
         // Options built in code get the same checks as a file's.
         opts.validate()
             .map_err(|e| StartError(format!("configuration error: {e}")))?;
+        // Process-wide; it only acts where the runtime calls its park hook
+        // (the rnats-server binary).
+        crate::busy_poll::set_budget(opts.busy_poll);
         let port = if opts.port < 0 { 0 } else { opts.port as u16 };
         let client_listener = TcpListener::bind((opts.host.as_str(), port))
             .await
@@ -580,6 +583,7 @@ impl Server {
         for w in crate::auth::plaintext_warnings(&opts.effective_auth()) {
             tracing::warn!("{w}");
         }
+        crate::busy_poll::set_budget(opts.busy_poll);
         let generation = self.ctx.replace_config(opts, auth, tls);
         tokio::spawn(recheck::recheck_clients(self.ctx.clone(), generation));
         Ok(())
