@@ -105,6 +105,14 @@ pub trait DirectWrite: Send + Sync {
 /// Segments handed to one vectored write, at most.
 pub const MAX_IOVECS: usize = 64;
 
+/// A queue longer than this is left to its writer task rather than
+/// flushed in place. An in-place write saves the writer's wake-up, which
+/// is what a few small messages need; for a long queue the kernel's TCP
+/// work (on loopback, the receiver's side too) would run on the
+/// publisher's thread instead of beside it: pubsub 1:1 1KiB +4 % with
+/// this bound, request/reply unchanged.
+const DIRECT_MAX: usize = 16 * 1024;
+
 /// Point `slices` at the first segments of `segs`; returns how many.
 pub fn fill_iovecs<'a>(slices: &mut [IoSlice<'a>; MAX_IOVECS], segs: &'a [Bytes]) -> usize {
     let count = segs.len().min(MAX_IOVECS);
@@ -371,12 +379,12 @@ impl Outbound {
     /// queued straight to it, saving the writer's wake-up (the cost that
     /// dominates request/reply latency; nats-server flushes in place too).
     /// Returns true when nothing is left for the writer; false when the
-    /// caller must `signal` it (no direct socket, writer busy, or the
-    /// socket did not take everything). `scratch` is the caller's.
+    /// caller must `signal` it (no direct socket, writer busy, more than
+    /// `DIRECT_MAX` queued, or the socket did not take everything). `scratch` is the caller's.
     pub fn flush_direct(&self, scratch: &mut Vec<Bytes>) -> bool {
         let sink = {
             let mut o = self.inner.lock();
-            if o.closed || o.writer_busy || o.direct_busy {
+            if o.closed || o.writer_busy || o.direct_busy || o.pending > DIRECT_MAX {
                 return false;
             }
             let Some(sink) = o.direct.clone() else {
