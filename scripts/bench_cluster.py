@@ -10,6 +10,10 @@ restarts. Prints msgs/s and the ratio rnats/nats-server.
 Needs target/release/rnats and rnats-server, and nats-server on PATH.
 
     python3 scripts/bench_cluster.py [--msgs 1000000] [--runs 3] [--tls]
+                                     [--rnats-conf "busy_poll: 0"]
+
+`--rnats-conf` appends lines to the rnats nodes' configuration only (an
+A/B of an rnats setting against the same nats-server cluster).
 """
 
 import argparse
@@ -38,8 +42,8 @@ def free_port():
 class Cluster:
     """Three nodes of one binary on loopback."""
 
-    def __init__(self, binary, workdir, tls_dir=None):
-        self.binary, self.dir, self.tls_dir = binary, workdir, tls_dir
+    def __init__(self, binary, workdir, tls_dir=None, extra=""):
+        self.binary, self.dir, self.tls_dir, self.extra = binary, workdir, tls_dir, extra
         self.nodes = []
         for name in "abc":
             self.nodes.append({"name": name, "client": free_port(), "route": free_port(),
@@ -58,7 +62,7 @@ class Cluster:
             f.write(f"server_name: {n['name']}\nlisten: 127.0.0.1:{n['client']}\n"
                     f"http: 127.0.0.1:{n['http']}\n"
                     f"cluster {{ name: bench, listen: 127.0.0.1:{n['route']}\n"
-                    f"  routes: [{routes}]\n  {tls}\n}}\n")
+                    f"  routes: [{routes}]\n  {tls}\n}}\n{self.extra}\n")
         return path
 
     def start_node(self, n):
@@ -110,12 +114,12 @@ class Cluster:
                     n["proc"].kill()
 
 
-def bench(cluster, subject, size, msgs, subs, sub_nodes):
+def bench(cluster, subject, size, msgs, subs, sub_nodes, request=False):
     sub_urls = ",".join(cluster.url(i) for i in sub_nodes)
     out = subprocess.run(
         [RNATS, "-s", cluster.url(0), "bench", subject, "--json", "--no-progress",
          "--msgs", str(msgs), "--size", str(size), "--sub", str(subs),
-         "--sub-server", sub_urls],
+         "--sub-server", sub_urls] + (["--request"] if request else []),
         capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip() or out.stdout.strip())
@@ -159,6 +163,7 @@ def main():
     ap.add_argument("--msgs", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tls", action="store_true", help="mutual TLS on the routes")
+    ap.add_argument("--rnats-conf", default="", help="lines added to the rnats nodes' config")
     args = ap.parse_args()
     nats = shutil.which("nats-server")
     if not nats:
@@ -175,25 +180,30 @@ def main():
         ("routed pub/sub 16B (A -> B)", 16, 1, [1]),
         ("routed pub/sub 1KiB (A -> B)", 1024, 1, [1]),
         ("fan-out 16B (A -> A, B, C)", 16, 3, [0, 1, 2]),
+        # Round trips per second: requester on A, replier on B.
+        ("routed req/reply 16B (A <-> B)", 16, 1, [1], "request"),
     ]
     results = {}
     for label, binary in (("rnats", RNATS_SERVER), ("nats-server", nats)):
         d = os.path.join(work, label)
         os.makedirs(d)
-        c = Cluster(binary, d, tls_dir)
+        c = Cluster(binary, d, tls_dir, args.rnats_conf if label == "rnats" else "")
         c.start()
         try:
-            for name, size, subs, nodes in scenarios:
+            for name, size, subs, nodes, *mode in scenarios:
+                request = mode == ["request"]
+                msgs = min(args.msgs, 20_000) if request else args.msgs
                 rates = []
                 for _ in range(args.runs):
-                    r = bench(c, "bench", size, args.msgs, subs, nodes)
-                    rates.append(r["sub_msgs_per_sec"])
+                    r = bench(c, "bench", size, msgs, subs, nodes, request)
+                    rates.append(r["pub_msgs_per_sec" if request else "sub_msgs_per_sec"])
                 results[(label, name)] = statistics.median(rates)
             results[(label, "recovery")] = recovery(c)
         finally:
             c.stop()
     tls = " (route TLS)" if args.tls else ""
-    print(f"three-node cluster{tls}, {args.msgs} msgs, median of {args.runs} runs")
+    extra = f", rnats with {args.rnats_conf!r}" if args.rnats_conf else ""
+    print(f"three-node cluster{tls}{extra}, {args.msgs} msgs, median of {args.runs} runs")
     print(f"{'scenario':34} {'rnats':>14} {'nats-server':>14} {'ratio':>7}")
     for name, *_ in scenarios:
         r, n = results[("rnats", name)], results[("nats-server", name)]
