@@ -167,6 +167,49 @@ async fn sigusr2_runs_lame_duck_then_exits() {
     p.wait_log("Entering lame duck mode").await;
 }
 
+/// As in nats-server, SIGTERM does not cut lame duck mode short (Kubernetes
+/// sends it right after a `--signal ldm` preStop hook returns); SIGINT does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_ignored_during_lame_duck_mode_and_sigint_is_not() {
+    let dir = TempDir::new("ldm-term");
+    let conf = dir.path("ldm.conf");
+    std::fs::write(
+        &conf,
+        "listen: 127.0.0.1:-1\nlame_duck_grace_period: \"20s\"\nlame_duck_duration: \"30s\"\n",
+    )
+    .unwrap();
+    let log = dir.path("ldm.log");
+    let mut p = Proc::spawn(
+        env!("CARGO_BIN_EXE_rnats-server"),
+        &["-c", conf.to_str().unwrap()],
+        &log,
+    );
+    let port = p.client_port().await;
+    let mut raw = Raw::handshake(format!("127.0.0.1:{port}").parse().unwrap(), CONNECT).await;
+    raw.ping_collect().await;
+    p.signal(libc::SIGUSR2);
+    p.wait_log("Entering lame duck mode").await;
+    p.signal(libc::SIGTERM);
+    p.wait_log("ignored, lame duck mode in progress").await;
+    // Still serving its client (a PONG; the grace period has not run out),
+    // which was told of lame duck mode.
+    let (lines, _) = raw.ping_collect().await;
+    assert!(
+        lines.iter().any(|l| l.contains("\"ldm\":true")),
+        "{lines:?}"
+    );
+    assert!(
+        p.wait_exit(Duration::ZERO).await.is_none(),
+        "exited on SIGTERM"
+    );
+    p.signal(libc::SIGINT);
+    let status = p
+        .wait_exit(TIMEOUT)
+        .await
+        .expect("server exits on SIGINT during lame duck mode");
+    assert!(status.success(), "{status:?}");
+}
+
 /// nats-py's client, driven by a script: it connects to A then B (in that
 /// order), subscribes, reports "ready", then "ldm" when its
 /// `lame_duck_mode_cb` fires and "moved <port>" once it is connected to B

@@ -12,7 +12,8 @@ use super::Server;
 /// must pass `Options::validate` before the server sees it; on any error
 /// the running configuration stays as it is and the error is logged.
 /// SIGUSR2 runs lame duck mode to its end, after which the caller shuts
-/// the server down (as nats-server exits after lame duck mode).
+/// the server down (as nats-server exits after lame duck mode); SIGTERM
+/// is ignored meanwhile, SIGINT is not.
 pub async fn wait_for_shutdown<F>(server: &Server, reload_options: F)
 where
     F: Fn() -> Result<crate::config::Options, String>,
@@ -53,15 +54,19 @@ where
             }
             _ = usr2.recv() => {
                 tracing::info!("Trapped \"user defined signal 2\" signal");
-                // Other signals still work while lame duck mode runs
-                // (a second SIGTERM ends it early).
+                // SIGINT still stops the server while lame duck mode runs;
+                // SIGTERM does not, as in nats-server: Kubernetes sends it
+                // right after a preStop hook (`--signal ldm=1`) returns,
+                // and the drain must go on to its end.
                 let ldm = server.lame_duck();
                 tokio::pin!(ldm);
                 loop {
                     tokio::select! {
                         _ = &mut ldm => return,
                         _ = int.recv() => return,
-                        _ = term.recv() => return,
+                        _ = term.recv() => tracing::info!(
+                            "Trapped \"terminated\" signal: ignored, lame duck mode in progress"
+                        ),
                         _ = hup.recv() => tracing::warn!("reload ignored in lame duck mode"),
                     }
                 }
