@@ -57,6 +57,17 @@ pub enum End {
     Failed(String),
 }
 
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Shutdown => f.write_str("Server Shutdown"),
+            End::SelfRoute => f.write_str("route to self"),
+            End::Duplicate(id) => write!(f, "Duplicate Route (a route to {id} exists)"),
+            End::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Run a session on a connected socket until it ends. `solicit` is the
 /// URL we dialed (None: the peer dialed us).
 pub async fn run(
@@ -659,7 +670,7 @@ impl Session {
                 link.remote_name,
                 link.remote_id,
                 match end {
-                    Some(e) => format!("{e:?}"),
+                    Some(e) => e.to_string(),
                     None => "route actor stopped".into(),
                 }
             );
