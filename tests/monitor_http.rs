@@ -450,3 +450,82 @@ async fn client_that_never_reads_is_dropped() {
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     server.shutdown().await;
 }
+
+/// `/metrics`: the /varz numbers in Prometheus' text format under the
+/// prometheus-nats-exporter's names, counting real traffic, and behind
+/// `monitor_auth` like every other endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_counting_real_traffic() {
+    let server = start_http(None).await;
+    let c = async_nats::connect(format!("nats://{}", server.client_addr()))
+        .await
+        .expect("connect");
+    let mut sub = c.subscribe("metrics.test").await.expect("sub");
+    for _ in 0..3 {
+        c.publish("metrics.test", "x".into()).await.expect("pub");
+    }
+    c.flush().await.expect("flush");
+    for _ in 0..3 {
+        tokio::time::timeout(TIMEOUT, futures::StreamExt::next(&mut sub))
+            .await
+            .expect("message within the timeout")
+            .expect("subscription open");
+    }
+    let mut h = Http::connect(server.http_addr.unwrap()).await;
+    let r = h.get("/metrics", "").await.expect("metrics response");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{r:?}"
+    );
+    let id = &server.ctx.server_id;
+    let sample = |name: &str| -> f64 {
+        let prefix = format!("{name}{{server_id=\"{id}\"}} ");
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in\n{}", r.body))
+            .parse()
+            .expect("a number")
+    };
+    // The publisher's 3 messages in, their 3 deliveries out (the client's
+    // own PING/SUB are not messages).
+    assert_eq!(sample("gnatsd_varz_in_msgs"), 3.0);
+    assert_eq!(sample("gnatsd_varz_out_msgs"), 3.0);
+    assert_eq!(sample("gnatsd_varz_connections"), 1.0);
+    assert_eq!(sample("gnatsd_varz_subscriptions"), 1.0);
+    assert!(r.body.contains("# TYPE gnatsd_varz_in_msgs counter\n"));
+    assert!(r.body.contains("# TYPE gnatsd_varz_connections gauge\n"));
+    // Every line is a comment or `name{labels} number`.
+    for line in r.body.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = line.rsplit_once(' ').expect("name and value");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let name = name.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{line}"
+        );
+    }
+    server.shutdown().await;
+
+    // Behind monitor_auth: no credentials, no metrics.
+    let server = start_http(Some(MonitorAuth {
+        user: Some("admin".into()),
+        password: Some(Secret::parse("s3cret-pw").unwrap()),
+        token: None,
+        ca_file: None,
+        healthz_open: true,
+    }))
+    .await;
+    let mut h = Http::connect(server.http_addr.unwrap()).await;
+    let r = h.get("/metrics", "").await.expect("metrics response");
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = h
+        .get("/metrics", &basic("admin", "s3cret-pw"))
+        .await
+        .expect("metrics response");
+    assert_eq!(r.status, 200, "{r:?}");
+    server.shutdown().await;
+}

@@ -122,6 +122,14 @@ async fn handle(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if path.trim_end_matches('/') == "/metrics" {
+        let mut r = Response::new(Full::new(Bytes::from(super::metrics::metrics(ctx))));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+        );
+        return r;
+    }
     let (status, body) = super::route(ctx, path, req.uri().query().unwrap_or(""));
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     // hyper sends no body for HEAD, but keeps the Content-Length.

@@ -5,6 +5,7 @@
 
 mod closed;
 mod http;
+mod metrics;
 mod routez;
 
 pub use http::{HEAD_READ_TIMEOUT, MAX_HEAD, WRITE_STALL_TIMEOUT, serve_connection};
@@ -36,7 +37,7 @@ pub fn route(ctx: &ServerContext, path: &str, query: &str) -> (u16, Value) {
     match path.trim_end_matches('/') {
         "" => (
             200,
-            json!({"endpoints": ["/varz", "/connz", "/routez", "/accountz", "/subsz", "/healthz"]}),
+            json!({"endpoints": ["/varz", "/connz", "/routez", "/accountz", "/subsz", "/healthz", "/metrics"]}),
         ),
         "/healthz" => (200, json!({"status": "ok"})),
         "/varz" => (200, varz(ctx)),
