@@ -52,3 +52,15 @@ cluster-status:
 chaos *ARGS:
     cargo build --release --bins
     python3 scripts/chaos {{ARGS}}
+
+# Build the FROM-scratch container image rnats:dev from target/release
+docker-image *ARGS:
+    cargo build --release --bins
+    python3 scripts/docker-image {{ARGS}}
+
+# Three-node cluster in containers (needs the image: just docker-image)
+docker-cluster-up:
+    docker-compose -f cluster-configs/docker/compose.yaml up -d
+
+docker-cluster-down:
+    docker-compose -f cluster-configs/docker/compose.yaml down

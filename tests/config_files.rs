@@ -655,3 +655,48 @@ async fn sighup_refuses_a_cluster_change() {
     server.signal(libc::SIGHUP);
     server.wait_log("Reloaded server configuration").await;
 }
+
+/// The configuration inside the Kubernetes manifest (its ConfigMap's
+/// `rnats.conf: |` block, indented under it).
+fn k8s_config() -> String {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cluster-configs/k8s/rnats.yaml"
+    ))
+    .expect("read cluster-configs/k8s/rnats.yaml");
+    let mut lines = manifest.lines().skip_while(|l| l.trim() != "rnats.conf: |");
+    lines
+        .next()
+        .expect("a `rnats.conf: |` block in the manifest");
+    let block: Vec<&str> = lines.take_while(|l| l.starts_with("    ")).collect();
+    assert!(!block.is_empty(), "empty rnats.conf block");
+    block.iter().map(|l| format!("{}\n", &l[4..])).collect()
+}
+
+/// The deployment configurations we ship (the container image's default
+/// and the Kubernetes StatefulSet's) pass `-t` without a warning, on
+/// rnats-server and, when it is on PATH, on nats-server.
+#[test]
+fn shipped_deployment_configs_are_accepted_by_both_servers() {
+    let dir = TempDir::new("cfg-deploy");
+    let nats = on_path("nats-server");
+    if nats.is_none() {
+        println!("nats-server not on PATH: checking rnats-server only");
+    }
+    let image_default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cluster-configs/docker/rnats.conf"
+    ))
+    .expect("read cluster-configs/docker/rnats.conf");
+    for (name, text) in [("docker", image_default), ("k8s", k8s_config())] {
+        let file = dir.path(&format!("{name}.conf"));
+        std::fs::write(&file, &text).expect("write config");
+        let path = file.to_str().unwrap();
+        let (ok, out) = check(RNATS_BIN, path);
+        assert!(ok && !out.contains("warning"), "{name}: {out}\n{text}");
+        if let Some(nats) = &nats {
+            let (ok, out) = check(nats.to_str().unwrap(), path);
+            assert!(ok, "{name}: nats-server refused it: {out}\n{text}");
+        }
+    }
+}
