@@ -68,6 +68,13 @@ pub const MAX_PAYLOAD_LIMIT: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config_file: Option<PathBuf>,
+    /// Every file the configuration was read from (the file and its
+    /// includes, canonical paths).
+    pub config_files: Vec<PathBuf>,
+    /// rnats's `watch_config`: how often to check the configuration files
+    /// (and the TLS files they name) for a change, which reloads as SIGHUP
+    /// does. Zero: off (the default).
+    pub watch_config: Duration,
     pub server_name: String,
     pub host: String,
     pub port: i32,
@@ -143,6 +150,8 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             config_file: None,
+            config_files: Vec::new(),
+            watch_config: Duration::ZERO,
             server_name: String::new(),
             host: "0.0.0.0".into(),
             port: 4222,
@@ -205,6 +214,7 @@ impl Options {
         let parsed = parser::parse_file_full(path)?;
         let mut opts = Options {
             config_file: Some(path.to_path_buf()),
+            config_files: parsed.files.clone(),
             ..Options::default()
         };
         opts.apply_parsed(&parsed)?;
@@ -303,6 +313,10 @@ impl Options {
             "write_deadline" => {
                 self.write_deadline = timer(v, &k, DEFAULT_WRITE_DEADLINE, cx)?;
                 cx.record("write_deadline", v);
+            }
+            "watch_config" => {
+                self.watch_config = conf::duration(v, &k)?;
+                cx.record("watch_config", v);
             }
             "busy_poll" => {
                 self.busy_poll = conf::duration(v, &k)?;
@@ -468,6 +482,29 @@ impl Options {
     /// trusted operators signed.
     pub fn operator_mode(&self) -> bool {
         !self.trusted_operators.is_empty() || !self.trusted_keys.is_empty()
+    }
+
+    /// The files a change of which `watch_config` reloads for: the
+    /// configuration files, then every certificate, key and CA file they
+    /// name (a rotated certificate reaches new connections).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        // The file as named too: with a symlink (a Kubernetes ConfigMap)
+        // the canonical path is the old target.
+        let mut files: Vec<PathBuf> = self.config_file.iter().cloned().collect();
+        files.extend(self.config_files.iter().cloned());
+        let tls = [
+            self.tls.as_ref(),
+            self.cluster.as_ref().and_then(|c| c.tls.as_ref()),
+        ];
+        for t in tls.into_iter().flatten() {
+            files.push(t.cert_file.clone());
+            files.push(t.key_file.clone());
+            files.extend(t.ca_file.clone());
+        }
+        files.extend(self.monitor_auth.as_ref().and_then(|m| m.ca_file.clone()));
+        files.retain(|f| !f.as_os_str().is_empty());
+        files.dedup();
+        files
     }
 
     /// The configuration file's name, for errors that have no position.

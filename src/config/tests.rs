@@ -509,3 +509,44 @@ fn busy_poll_is_a_bounded_duration() {
     let e = load_err("busy_poll: true");
     assert!(e.starts_with("t.conf:1:") && e.contains("busy_poll"), "{e}");
 }
+
+#[test]
+fn watch_config_is_off_or_at_least_100ms() {
+    assert_eq!(load("").unwrap().watch_config, Duration::ZERO);
+    assert_eq!(
+        load("watch_config: \"5s\"").unwrap().watch_config,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        load_err("watch_config: \"50ms\""),
+        "t.conf:1:15: watch_config must be 0 (off) or at least 100ms"
+    );
+}
+
+#[test]
+fn watched_files_are_the_config_files_and_the_tls_files() {
+    let o = Options {
+        config_file: Some("/etc/rnats/rnats.conf".into()),
+        config_files: vec![
+            "/etc/rnats/..v1/rnats.conf".into(),
+            "/etc/rnats/..v1/inc.conf".into(),
+        ],
+        tls: Some(TlsOptions {
+            ca_file: Some("/tls/ca.pem".into()),
+            ..TlsOptions::new("/tls/cert.pem", "/tls/key.pem")
+        }),
+        ..Options::default()
+    };
+    let want: Vec<std::path::PathBuf> = [
+        "/etc/rnats/rnats.conf",
+        "/etc/rnats/..v1/rnats.conf",
+        "/etc/rnats/..v1/inc.conf",
+        "/tls/cert.pem",
+        "/tls/key.pem",
+        "/tls/ca.pem",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    assert_eq!(o.watched_files(), want);
+}

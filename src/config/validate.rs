@@ -11,6 +11,9 @@ use super::parser::ConfigError;
 /// A worker spinning longer than this per park is burning a core, not
 /// saving a wake-up.
 const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+
+/// Checking the configuration files more often than this only burns CPU.
+const MIN_WATCH_CONFIG: Duration = Duration::from_millis(100);
 use super::{ClusterOptions, MAX_DURATION, MAX_PAYLOAD_LIMIT, Options, fmt_duration};
 
 impl Options {
@@ -43,6 +46,15 @@ impl Options {
             if d > MAX_DURATION {
                 return Err(self.error_at(key, format!("{key} is too long (at most 100 years)")));
             }
+        }
+        if !self.watch_config.is_zero() && self.watch_config < MIN_WATCH_CONFIG {
+            return Err(self.error_at(
+                "watch_config",
+                format!(
+                    "watch_config must be 0 (off) or at least {}",
+                    fmt_duration(MIN_WATCH_CONFIG)
+                ),
+            ));
         }
         if self.busy_poll > MAX_BUSY_POLL {
             return Err(self.error_at(

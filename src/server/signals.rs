@@ -7,7 +7,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Server;
 
-/// Wait for SIGINT or SIGTERM. SIGHUP reloads the configuration through
+/// Wait for SIGINT or SIGTERM. SIGHUP (or, with `watch_config`, a change
+/// to a configuration or TLS file) reloads the configuration through
 /// `reload_options` (the file, then the command-line flags over it), which
 /// must pass `Options::validate` before the server sees it; on any error
 /// the running configuration stays as it is and the error is logged.
@@ -27,29 +28,38 @@ where
         tracing::error!("cannot install signal handlers");
         return;
     };
+    // `watch_config`: the files last seen, and what they looked like.
+    let mut watched = server.ctx.opts().watched_files();
+    let mut seen = fingerprint(&watched);
+    let mut changing = None;
     loop {
+        let every = server.ctx.opts().watch_config;
         tokio::select! {
             _ = int.recv() => { tracing::info!("Trapped \"interrupt\" signal"); return; }
             _ = term.recv() => { tracing::info!("Trapped \"terminated\" signal"); return; }
             _ = hup.recv() => {
                 tracing::info!("Trapped \"hangup\" signal");
-                // Validate before anything is applied: a bad file leaves the
-                // running configuration untouched.
-                let loaded = reload_options().and_then(|o| {
-                    o.validate().map_err(|e| e.to_string())?;
-                    Ok(o)
-                });
-                let warnings = loaded.as_ref().map(|o| o.warnings.clone()).unwrap_or_default();
-                match loaded.and_then(|o| server.reload(o)) {
-                    Ok(()) => {
-                        for w in warnings {
-                            tracing::warn!("{w}");
-                        }
-                        tracing::info!("Reloaded server configuration");
-                    }
-                    Err(e) => tracing::error!(
-                        "Failed to reload server configuration, keeping the running one: {e}"
-                    ),
+                reload(server, &reload_options);
+                watched = server.ctx.opts().watched_files();
+                seen = fingerprint(&watched);
+            }
+            _ = tokio::time::sleep(every), if !every.is_zero() => {
+                let now = fingerprint(&watched);
+                if now == seen {
+                    changing = None;
+                } else if changing.as_ref() == Some(&now) {
+                    // Unchanged for a whole interval since the change was
+                    // seen: not a file caught half-written (an empty file
+                    // parses, as a server with no authentication).
+                    tracing::info!("Configuration files changed: reloading");
+                    reload(server, &reload_options);
+                    // Also after a failed reload: the same broken file is
+                    // reported once, not on every tick.
+                    watched = server.ctx.opts().watched_files();
+                    seen = fingerprint(&watched);
+                    changing = None;
+                } else {
+                    changing = Some(now);
                 }
             }
             _ = usr2.recv() => {
@@ -74,6 +84,52 @@ where
             _ = server.ctx.shutdown.cancelled() => return,
         }
     }
+}
+
+/// Reload as SIGHUP does. Validate before anything is applied: a bad file
+/// leaves the running configuration untouched.
+fn reload<F>(server: &Server, reload_options: &F)
+where
+    F: Fn() -> Result<crate::config::Options, String>,
+{
+    let loaded = reload_options().and_then(|o| {
+        o.validate().map_err(|e| e.to_string())?;
+        Ok(o)
+    });
+    let warnings = loaded
+        .as_ref()
+        .map(|o| o.warnings.clone())
+        .unwrap_or_default();
+    match loaded.and_then(|o| server.reload(o)) {
+        Ok(()) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!("Reloaded server configuration");
+        }
+        Err(e) => {
+            tracing::error!("Failed to reload server configuration, keeping the running one: {e}")
+        }
+    }
+}
+
+/// Device, inode, size, modification time (seconds, nanoseconds).
+type FileStamp = (u64, u64, u64, i64, i64);
+
+/// What `watch_config` compares: each file's device, inode, size and
+/// modification time (None when it cannot be read). Following symlinks,
+/// so a Kubernetes ConfigMap update (an atomic swap of the `..data` link)
+/// shows as a new inode.
+fn fingerprint(files: &[std::path::PathBuf]) -> Vec<Option<FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
 }
 
 /// `--signal stop|quit|reopen|reload|ldm|term[=<pid or pid file>]`.

@@ -249,6 +249,9 @@ pub struct Parsed {
     /// does not report such keys as unknown fields: they are variable
     /// definitions (`TIMEOUT: "5s"` then `write_deadline: $TIMEOUT`).
     pub used_vars: HashSet<Pos>,
+    /// Every file read (canonical paths, the top-level file first): what
+    /// `watch_config` watches.
+    pub files: Vec<PathBuf>,
 }
 
 /// Parses configuration text. `file_name` only labels positions and errors;
@@ -264,6 +267,7 @@ pub fn parse_str_full(src: &str, file_name: &str) -> Result<Parsed, ConfigError>
     Ok(Parsed {
         map,
         used_vars: session.used_vars,
+        files: session.files,
     })
 }
 
@@ -289,6 +293,7 @@ pub fn parse_file_full(path: &Path) -> Result<Parsed, ConfigError> {
     Ok(Parsed {
         map,
         used_vars: session.used_vars,
+        files: session.files,
     })
 }
 
@@ -309,6 +314,8 @@ struct Session {
     expanded: usize,
     /// Value positions of the keys that `$NAME` references resolved to.
     used_vars: HashSet<Pos>,
+    /// Every file read, canonical, in the order first read.
+    files: Vec<PathBuf>,
 }
 
 enum LoadError {
@@ -353,6 +360,9 @@ fn load_file(path: &Path, session: &mut Session) -> Result<Map, LoadError> {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     if session.include_chain.contains(&canonical) {
         return Err(LoadError::Cycle(name));
+    }
+    if !session.files.contains(&canonical) {
+        session.files.push(canonical.clone());
     }
     session.include_chain.push(canonical);
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
