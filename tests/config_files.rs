@@ -720,18 +720,11 @@ async fn watch_config_reloads_on_a_change_like_a_configmap_update() {
         )
     };
     // The kubelet's layout: server.conf -> ..data/server.conf, ..data -> ..v1.
+    // (spawn_on writes the first configuration through the links.)
     std::fs::create_dir(dir.path("..v1")).unwrap();
-    std::fs::write(dir.path("..v1/server.conf"), conf("alice")).unwrap();
     std::os::unix::fs::symlink("..v1", dir.path("..data")).unwrap();
     std::os::unix::fs::symlink("..data/server.conf", dir.path("server.conf")).unwrap();
-    let file = dir.path("server.conf");
-    let mut server = Proc::spawn(
-        RNATS_BIN,
-        &["-c", file.to_str().unwrap()],
-        &dir.path("s.log"),
-    );
-    let port = server.client_port().await;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut server, addr) = spawn_on(&dir, &dir.path("server.conf"), &conf("alice")).await;
     Raw::handshake(addr, &login("alice", "alice-pw")).await;
 
     // The update: a new directory, then the ..data link swapped by rename.

@@ -137,24 +137,33 @@ async fn ldm_info_is_sent_and_clients_close_spread_over_the_duration() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigusr2_runs_lame_duck_then_exits() {
-    let dir = TempDir::new("ldm");
+/// The real binary with a lame duck grace period of `grace` (and a 30 s
+/// duration), and a connected client.
+async fn binary_with_a_client(dir: &TempDir, grace: &str) -> (Proc, Raw) {
     let conf = dir.path("ldm.conf");
     std::fs::write(
         &conf,
-        "listen: 127.0.0.1:-1\nlame_duck_grace_period: \"100ms\"\nlame_duck_duration: \"30s\"\n",
+        format!(
+            "listen: 127.0.0.1:-1\nlame_duck_grace_period: \"{grace}\"\n\
+             lame_duck_duration: \"30s\"\n"
+        ),
     )
     .unwrap();
-    let log = dir.path("ldm.log");
     let mut p = Proc::spawn(
         env!("CARGO_BIN_EXE_rnats-server"),
         &["-c", conf.to_str().unwrap()],
-        &log,
+        &dir.path("ldm.log"),
     );
     let port = p.client_port().await;
     let mut raw = Raw::handshake(format!("127.0.0.1:{port}").parse().unwrap(), CONNECT).await;
     raw.ping_collect().await;
+    (p, raw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_runs_lame_duck_then_exits() {
+    let dir = TempDir::new("ldm");
+    let (mut p, mut raw) = binary_with_a_client(&dir, "100ms").await;
     p.signal(libc::SIGUSR2);
     let (bytes, end) = raw.read_to_end(TIMEOUT).await;
     assert!(end.is_closed());
@@ -172,21 +181,7 @@ async fn sigusr2_runs_lame_duck_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_is_ignored_during_lame_duck_mode_and_sigint_is_not() {
     let dir = TempDir::new("ldm-term");
-    let conf = dir.path("ldm.conf");
-    std::fs::write(
-        &conf,
-        "listen: 127.0.0.1:-1\nlame_duck_grace_period: \"20s\"\nlame_duck_duration: \"30s\"\n",
-    )
-    .unwrap();
-    let log = dir.path("ldm.log");
-    let mut p = Proc::spawn(
-        env!("CARGO_BIN_EXE_rnats-server"),
-        &["-c", conf.to_str().unwrap()],
-        &log,
-    );
-    let port = p.client_port().await;
-    let mut raw = Raw::handshake(format!("127.0.0.1:{port}").parse().unwrap(), CONNECT).await;
-    raw.ping_collect().await;
+    let (mut p, mut raw) = binary_with_a_client(&dir, "20s").await;
     p.signal(libc::SIGUSR2);
     p.wait_log("Entering lame duck mode").await;
     p.signal(libc::SIGTERM);

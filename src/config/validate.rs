@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::parser::ConfigError;
+use super::{ClusterOptions, MAX_DURATION, MAX_PAYLOAD_LIMIT, Options, fmt_duration};
 
 /// A worker spinning longer than this per park is burning a core, not
 /// saving a wake-up.
@@ -14,7 +15,6 @@ const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
 
 /// Checking the configuration files more often than this only burns CPU.
 const MIN_WATCH_CONFIG: Duration = Duration::from_millis(100);
-use super::{ClusterOptions, MAX_DURATION, MAX_PAYLOAD_LIMIT, Options, fmt_duration};
 
 impl Options {
     /// Check the options as a whole. Errors point at the option's place in

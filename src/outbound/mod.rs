@@ -380,7 +380,8 @@ impl Outbound {
     /// dominates request/reply latency; nats-server flushes in place too).
     /// Returns true when nothing is left for the writer; false when the
     /// caller must `signal` it (no direct socket, writer busy, more than
-    /// `DIRECT_MAX` queued, or the socket did not take everything). `scratch` is the caller's.
+    /// `DIRECT_MAX` queued, or the socket did not take everything).
+    /// `scratch` is the caller's.
     pub fn flush_direct(&self, scratch: &mut Vec<Bytes>) -> bool {
         let sink = {
             let mut o = self.inner.lock();
@@ -803,5 +804,20 @@ mod tests {
         push(&out, b"c");
         assert!(!out.flush_direct(&mut scratch));
         assert_eq!(sock.got.lock().len(), 10);
+    }
+
+    #[test]
+    fn a_long_queue_is_left_to_the_writer() {
+        let out = Outbound::new(1 << 20);
+        let sock = Arc::new(Socket {
+            room: Mutex::new(1 << 20),
+            got: Mutex::new(Vec::new()),
+        });
+        out.set_direct(sock.clone());
+        push(&out, &[b'x'; DIRECT_MAX]);
+        let mut scratch = Vec::new();
+        assert!(!out.flush_direct(&mut scratch));
+        assert!(sock.got.lock().is_empty());
+        assert_eq!(out.take(&mut Vec::new()), DIRECT_MAX + 4);
     }
 }

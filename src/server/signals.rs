@@ -28,10 +28,7 @@ where
         tracing::error!("cannot install signal handlers");
         return;
     };
-    // `watch_config`: the files last seen, and what they looked like.
-    let mut watched = server.ctx.opts().watched_files();
-    let mut seen = fingerprint(&watched);
-    let mut changing = None;
+    let mut watch = ConfigWatch::new(&server.ctx.opts());
     loop {
         let every = server.ctx.opts().watch_config;
         tokio::select! {
@@ -40,26 +37,15 @@ where
             _ = hup.recv() => {
                 tracing::info!("Trapped \"hangup\" signal");
                 reload(server, &reload_options);
-                watched = server.ctx.opts().watched_files();
-                seen = fingerprint(&watched);
+                watch = ConfigWatch::new(&server.ctx.opts());
             }
             _ = tokio::time::sleep(every), if !every.is_zero() => {
-                let now = fingerprint(&watched);
-                if now == seen {
-                    changing = None;
-                } else if changing.as_ref() == Some(&now) {
-                    // Unchanged for a whole interval since the change was
-                    // seen: not a file caught half-written (an empty file
-                    // parses, as a server with no authentication).
+                if watch.changed() {
                     tracing::info!("Configuration files changed: reloading");
                     reload(server, &reload_options);
                     // Also after a failed reload: the same broken file is
-                    // reported once, not on every tick.
-                    watched = server.ctx.opts().watched_files();
-                    seen = fingerprint(&watched);
-                    changing = None;
-                } else {
-                    changing = Some(now);
+                    // reported once, not on every check.
+                    watch = ConfigWatch::new(&server.ctx.opts());
                 }
             }
             _ = usr2.recv() => {
@@ -86,22 +72,19 @@ where
     }
 }
 
-/// Reload as SIGHUP does. Validate before anything is applied: a bad file
-/// leaves the running configuration untouched.
+/// Reload as SIGHUP does: the file and flags are loaded and validated
+/// (`reload_options`, then `Server::reload`) before anything is applied,
+/// so a bad file leaves the running configuration untouched.
 fn reload<F>(server: &Server, reload_options: &F)
 where
     F: Fn() -> Result<crate::config::Options, String>,
 {
-    let loaded = reload_options().and_then(|o| {
-        o.validate().map_err(|e| e.to_string())?;
-        Ok(o)
+    let result = reload_options().and_then(|o| {
+        let warnings = o.warnings.clone();
+        server.reload(o).map(|()| warnings)
     });
-    let warnings = loaded
-        .as_ref()
-        .map(|o| o.warnings.clone())
-        .unwrap_or_default();
-    match loaded.and_then(|o| server.reload(o)) {
-        Ok(()) => {
+    match result {
+        Ok(warnings) => {
             for w in warnings {
                 tracing::warn!("{w}");
             }
@@ -109,6 +92,43 @@ where
         }
         Err(e) => {
             tracing::error!("Failed to reload server configuration, keeping the running one: {e}")
+        }
+    }
+}
+
+/// `watch_config`'s state: the files of the running configuration and
+/// how they looked when it was loaded.
+struct ConfigWatch {
+    files: Vec<std::path::PathBuf>,
+    seen: Vec<Option<FileStamp>>,
+    /// A change seen at the last check, not yet applied.
+    changing: Option<Vec<Option<FileStamp>>>,
+}
+
+impl ConfigWatch {
+    fn new(opts: &crate::config::Options) -> ConfigWatch {
+        let files = opts.watched_files();
+        let seen = fingerprint(&files);
+        ConfigWatch {
+            files,
+            seen,
+            changing: None,
+        }
+    }
+
+    /// One check: true once a change has stayed put for a whole interval,
+    /// so a file caught half-written is not loaded (an empty file parses,
+    /// as a server with no authentication).
+    fn changed(&mut self) -> bool {
+        let now = fingerprint(&self.files);
+        if now == self.seen {
+            self.changing = None;
+            false
+        } else if self.changing.as_ref() == Some(&now) {
+            true
+        } else {
+            self.changing = Some(now);
+            false
         }
     }
 }
